@@ -1,0 +1,250 @@
+"""The one interface every provider adapter implements, and the neutral types it speaks.
+
+An adapter turns a neutral request (``PaymentRequest``) into one provider's wire protocol and
+the provider's answer back into a neutral ``ProviderResult``. Adapters import nothing from
+the gateway: they receive an ``httpx.AsyncClient`` and their per-school ``ProviderConfig`` and
+are otherwise pure.
+
+The rule that keeps money safe: only an explicit, verified success or an explicit, verified
+failure from the provider is final. A timeout, a 5xx, a body that does not parse, or an answer
+whose signature does not verify is ``Outcome.UNKNOWN`` and the gateway must learn the truth by
+querying (and, failing that, reversing with the same reference).
+
+Errors raised by adapters::
+
+    AdapterError                     base; never raised itself
+    ├── AdapterConfigError           the school's provider settings are unusable (no call made)
+    ├── ProviderUnreachable          the request provably never reached the provider
+    │                                (connection refused before a byte was sent): safe to fail over
+    └── OperationUnsupported         the adapter has no such operation
+
+Anything else that can go wrong during a call is reported as ``Outcome.UNKNOWN`` in the result,
+not raised, because the caller must then recover rather than give up.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import httpx
+
+__all__ = [
+    "Adapter",
+    "AdapterConfigError",
+    "AdapterError",
+    "AdapterFactory",
+    "BaseAdapter",
+    "Capabilities",
+    "CardCredential",
+    "FaceCredential",
+    "Operation",
+    "OperationUnsupported",
+    "Outcome",
+    "PaymentRequest",
+    "ProviderConfig",
+    "ProviderEvent",
+    "ProviderResult",
+    "ProviderUnreachable",
+    "RefundRequest",
+]
+
+
+class Outcome(enum.StrEnum):
+    """What the provider said happened. Only SUCCEEDED and FAILED are final."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    PENDING_USER = "pending_user"
+    NOT_FOUND = "not_found"  # query only: the provider never saw this reference
+    REVERSED = "reversed"  # query/cancel: money moved and was given back in full, or never will
+
+
+class Operation(enum.StrEnum):
+    PAY = "pay"
+    QUERY = "query"
+    CANCEL = "cancel"
+    REFUND = "refund"
+    CLOSE = "close"
+    IDENTIFY = "identify"
+    BILLS = "bills"
+    DELETE_ENROLLMENT = "delete_enrollment"
+    CHECK = "check"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    methods: frozenset[str]
+    operations: frozenset[Operation]
+    currencies: frozenset[str] = frozenset({"CNY"})
+    min_amount: int = 1
+    max_amount: int = 10_000_000
+    notifications: bool = False
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """A school's settings for one adapter, decrypted only for the duration of a call."""
+
+    endpoint: str
+    credentials: Mapping[str, str]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CardCredential:
+    card_no: str
+    pin: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # never let a full card number or PIN reach a log line
+        return f"CardCredential(card=****{self.card_no[-4:]})"
+
+
+@dataclass(frozen=True)
+class FaceCredential:
+    face_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    """A neutral pay instruction. ``reference`` is the gateway's provider reference: stable
+    across retries of the same attempt, so a retried pay can never become a second charge."""
+
+    reference: str
+    amount: int
+    currency: str
+    method: str
+    credential: CardCredential | FaceCredential
+    store_ref: str
+    terminal_ref: str
+    description: str | None = None
+    terminal_params: str | None = None
+    agreement_no: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    reference: str  # the payment's provider reference
+    refund_reference: str  # stable across retries of the same refund
+    amount: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    outcome: Outcome
+    provider_txn_id: str | None = None
+    amount: int | None = None
+    code: str | None = None  # the provider's own code, e.g. INSUFFICIENT_BALANCE
+    message: str | None = None
+    retryable: bool = False  # for UNKNOWN: whether the same call may simply be repeated
+    raw: Mapping[str, Any] = field(default_factory=dict)  # scrubbed provider fields, for audit
+    paid_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """A verified notification from a provider."""
+
+    reference: str
+    outcome: Outcome
+    provider_txn_id: str | None
+    amount: int | None
+    dedupe_key: str
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class AdapterError(Exception):
+    """Base of every error an adapter raises."""
+
+
+class AdapterConfigError(AdapterError):
+    """The provider settings are incomplete or malformed; nothing was sent."""
+
+
+class ProviderUnreachable(AdapterError):
+    """The request provably never reached the provider; a new attempt elsewhere is safe."""
+
+
+class OperationUnsupported(AdapterError):
+    """The provider has no such operation."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A provider adapter. Instances are cheap and stateless; one per (school, call) is fine."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    async def pay(self, request: PaymentRequest) -> ProviderResult:
+        """Ask the provider to move money. Must be safe to repeat with the same reference."""
+        ...
+
+    async def query(self, reference: str) -> ProviderResult:
+        """What the provider knows about ``reference``: the source of truth after an unknown."""
+        ...
+
+    async def cancel(self, reference: str) -> ProviderResult:
+        """Reverse ``reference`` in full whatever its state; afterwards it can never charge."""
+        ...
+
+    async def refund(self, request: RefundRequest) -> ProviderResult:
+        """Give back all or part of a succeeded payment. Idempotent on ``refund_reference``."""
+        ...
+
+    async def check(self) -> ProviderResult:
+        """A signed round trip proving endpoint and credentials work."""
+        ...
+
+    async def identify(self, face_token: str) -> str:
+        """Face token -> provider user id (face adapters only)."""
+        ...
+
+    async def parse_notification(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        """Verify a notification on its raw bytes and return what it says."""
+        ...
+
+    async def download_bill(self, day: date) -> bytes:
+        """The provider's statement for one day."""
+        ...
+
+    async def delete_enrollment(self, provider_user_id: str) -> ProviderResult:
+        """Delete a face enrolment at the provider."""
+        ...
+
+
+class AdapterFactory(Protocol):
+    """How the registry builds an adapter: ``factory(config, http_client)``."""
+
+    def __call__(self, config: ProviderConfig, http: httpx.AsyncClient) -> Adapter: ...
+
+
+class BaseAdapter:
+    """Convenience base: the optional operations answer ``OperationUnsupported``."""
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, config: ProviderConfig, http: httpx.AsyncClient) -> None:
+        self.config = config
+        self.http = http
+
+    def _unsupported(self, operation: Operation) -> OperationUnsupported:
+        return OperationUnsupported(f"{self.name} does not support {operation.value}")
+
+    async def identify(self, face_token: str) -> str:
+        raise self._unsupported(Operation.IDENTIFY)
+
+    async def parse_notification(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        raise self._unsupported(Operation.PAY)
+
+    async def download_bill(self, day: date) -> bytes:
+        raise self._unsupported(Operation.BILLS)
+
+    async def delete_enrollment(self, provider_user_id: str) -> ProviderResult:
+        raise self._unsupported(Operation.DELETE_ENROLLMENT)

@@ -1,0 +1,79 @@
+"""The one place adapter names map to adapter classes.
+
+Built-in adapters are listed here; third parties ship their own package and declare an entry
+point in the group ``campuspay.adapters`` (``name = "package.module:AdapterClass"``). A built-in
+name cannot be shadowed by an entry point: a school's money must not silently move to a plugin
+because someone installed a package.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+
+import httpx
+
+from adapters.base import Adapter, AdapterFactory, Capabilities, ProviderConfig
+
+__all__ = ["ENTRY_POINT_GROUP", "AdapterRegistry", "UnknownAdapter", "default_registry"]
+
+ENTRY_POINT_GROUP = "campuspay.adapters"
+log = logging.getLogger(__name__)
+
+
+class UnknownAdapter(KeyError):
+    """No adapter is registered under that name."""
+
+
+class AdapterRegistry:
+    def __init__(self) -> None:
+        self._factories: dict[str, AdapterFactory] = {}
+        self._capabilities: dict[str, Capabilities] = {}
+
+    def register(self, name: str, factory: AdapterFactory, capabilities: Capabilities) -> None:
+        if name in self._factories:
+            raise ValueError(f"adapter {name!r} is already registered")
+        self._factories[name] = factory
+        self._capabilities[name] = capabilities
+
+    def create(self, name: str, config: ProviderConfig, http: httpx.AsyncClient) -> Adapter:
+        try:
+            factory = self._factories[name]
+        except KeyError:
+            raise UnknownAdapter(name) from None
+        return factory(config, http)
+
+    def capabilities(self, name: str) -> Capabilities:
+        try:
+            return self._capabilities[name]
+        except KeyError:
+            raise UnknownAdapter(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._factories))
+
+    def load_entry_points(self) -> None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in self._factories:
+                continue  # built-ins (and the project's own entry points) win
+            cls = ep.load()
+            caps = getattr(cls, "capabilities", None)
+            if not isinstance(caps, Capabilities):
+                log.warning("entry point %s has no Capabilities; ignored", ep.name)
+                continue
+            self.register(ep.name, cls, caps)
+
+
+def default_registry(*, plugins: bool = True) -> AdapterRegistry:
+    """The built-in adapters, plus installed plugins."""
+    from adapters.ecard.adapter import EcardAdapter
+
+    registry = AdapterRegistry()
+    registry.register(EcardAdapter.name, EcardAdapter, EcardAdapter.capabilities)
+    if plugins:
+        registry.load_entry_points()
+    return registry

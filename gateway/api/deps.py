@@ -1,0 +1,47 @@
+"""Dependencies shared by the routers: the services, and who is calling."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.auth.tokens import AdminPrincipal
+from gateway.payments.service import Caller
+from gateway.services import Services
+
+__all__ = ["AdminDep", "DeviceDep", "ServicesDep", "path_and_query"]
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def path_and_query(request: Request) -> str:
+    """The request target exactly as sent (raw, still percent-encoded), for ``@target-uri``."""
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else request.url.path
+    if "?" not in path and request.scope.get("query_string"):
+        path += "?" + request.scope["query_string"].decode("latin-1")
+    return path
+
+
+async def authenticate_device(request: Request, services: ServicesDep) -> Caller:
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    identity = await services.devices.authenticate(
+        method=request.method, path_and_query=path_and_query(request), headers=headers, body=body
+    )
+    return Caller(device_id=identity.device_id, school_id=identity.school_id)
+
+
+async def authenticate_admin(request: Request, services: ServicesDep) -> AdminPrincipal:
+    return await services.tokens.authenticate(request.headers.get("authorization"))
+
+
+DeviceDep = Annotated[Caller, Depends(authenticate_device)]
+AdminDep = Annotated[AdminPrincipal, Depends(authenticate_admin)]

@@ -1,0 +1,119 @@
+"""RFC 9457 problem responses for every error, plus the middleware every response passes:
+request ids, the ``Date`` header, and the body size limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from email.utils import formatdate
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import ProblemError, problem_body
+
+__all__ = ["BodyLimitMiddleware", "ResponseHeadersMiddleware", "install_handlers", "problem_response"]
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def problem_response(code: str, detail: str | None, request_id: str | None, *, headers: dict[str, str] | None = None,
+                     **extra: Any) -> Response:
+    body = problem_body(code, detail, request_id=request_id, **extra)
+    return Response(json.dumps(body).encode(), status_code=body["status"], media_type=PROBLEM_JSON, headers=headers)
+
+
+def validation_problem(errors: list[dict[str, Any]], request_id: str | None) -> Response:
+    cleaned = [
+        {"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in errors
+    ]  # never echo the input back: it may hold a PIN or a card number
+    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in cleaned)[:500]
+    return problem_response("validation_error", detail, request_id, errors=cleaned)
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> Response:
+        return problem_response(exc.code, exc.detail, _request_id(request), headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return validation_problem(list(exc.errors()), _request_id(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code)
+        if code is None:
+            code = "validation_error" if exc.status_code == 422 else "internal_error"
+        headers = dict(exc.headers or {})
+        return problem_response(code, None, _request_id(request), headers=headers or None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response("internal_error", None, _request_id(request))
+
+
+class ResponseHeadersMiddleware:
+    """Adds ``Date`` (terminals correct their clocks from it) and ``X-Request-Id``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + secrets.token_hex(12)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                headers.append((b"date", formatdate(usegmt=True).encode()))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimitMiddleware:
+    """413 before the body is read past the limit (64 KiB; offline batches 1 MiB)."""
+
+    def __init__(self, app: ASGIApp, *, default: int, large_paths: dict[str, int]) -> None:
+        self.app, self.default, self.large_paths = app, default, large_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.large_paths.get(scope["path"], self.default)
+        request_id = scope.get("state", {}).get("request_id")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await problem_response("payload_too_large", f"body exceeds {limit} bytes", request_id)(
+                    scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise StarletteHTTPException(413)
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,207 @@
+"""Request and response models of the public API (the OpenAPI document is built from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+__all__ = [
+    "CardCredentialIn",
+    "CardIn",
+    "CardOut",
+    "DeviceIn",
+    "DeviceKeyIn",
+    "DeviceOut",
+    "FaceCredentialIn",
+    "PaymentCreate",
+    "PaymentOut",
+    "Problem",
+    "ProviderIn",
+    "ProviderOut",
+    "RefundCreate",
+    "RefundOut",
+    "SchoolIn",
+    "SchoolOut",
+    "StoreIn",
+    "StoreOut",
+    "StudentIn",
+    "StudentOut",
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CardCredentialIn(Strict):
+    card_no: Annotated[str, Field(pattern=r"^[0-9]{8,19}$", description="The card number (stored only hashed)")]
+    pin: Annotated[str | None, Field(pattern=r"^[0-9]{4,6}$", description="Never stored or logged")] = None
+
+
+class FaceCredentialIn(Strict):
+    face_token: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9_\-]{8,128}$", description="A provider face token, never an image")
+    ]
+
+
+class PaymentCreate(Strict):
+    merchant_order_id: Annotated[str, Field(min_length=1, max_length=64)]
+    amount: Annotated[StrictInt, Field(gt=0, le=100_000_000, description="Integer fen")]
+    currency: Literal["CNY"]
+    method: Literal["face", "card"]
+    credential: CardCredentialIn | FaceCredentialIn
+    store_id: Annotated[str, Field(min_length=1, max_length=40)]
+    description: Annotated[str | None, Field(max_length=200)] = None
+    terminal_params: Annotated[str | None, Field(max_length=4096)] = None
+
+
+class PaymentOut(BaseModel):
+    id: str
+    status: Literal["processing", "succeeded", "failed", "canceled"]
+    amount: int
+    currency: str
+    method: str
+    adapter: str | None
+    merchant_order_id: str
+    store_id: str
+    student: str | None = Field(description="Pseudonymous student ref")
+    provider_reference: str | None
+    failure_code: str | None
+    failure_message: str | None
+    refunded_amount: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PaymentList(BaseModel):
+    data: list[PaymentOut]
+
+
+class RefundCreate(Strict):
+    amount: Annotated[StrictInt, Field(gt=0, le=100_000_000)]
+    reason: Annotated[str | None, Field(max_length=200)] = None
+
+
+class RefundOut(BaseModel):
+    id: str
+    payment_id: str
+    status: Literal["processing", "succeeded", "failed"]
+    amount: int
+    currency: str
+    reason: str | None
+    failure_code: str | None
+    failure_message: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None
+    errors: list[dict[str, Any]] | None = None
+
+
+class SchoolIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class SchoolOut(BaseModel):
+    id: str
+    name: str
+    api_key: str = Field(description="The first school-admin API key; shown once")
+
+
+class StoreIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    merchant_category: Annotated[str, Field(pattern=r"^[a-z_]{2,40}$", examples=["canteen", "shop", "vending"])]
+    timezone: Annotated[str, Field(min_length=1, max_length=64, examples=["Asia/Shanghai"])] = "Asia/Shanghai"
+
+
+class StoreOut(BaseModel):
+    id: str
+    name: str
+    merchant_category: str
+    timezone: str
+
+
+class DeviceIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    alg: Literal["ed25519", "hmac-sha256"]
+    public_key: Annotated[str | None, Field(max_length=2000, description="PEM, for ed25519")] = None
+
+
+class DeviceKeyIn(Strict):
+    alg: Literal["ed25519", "hmac-sha256"]
+    public_key: Annotated[str | None, Field(max_length=2000)] = None
+
+
+class DeviceOut(BaseModel):
+    device_id: str
+    key_id: str
+    alg: str
+    secret: str | None = Field(default=None, description="For hmac-sha256 only; shown once")
+
+
+class DeviceKeyView(BaseModel):
+    key_id: str
+    alg: str
+    status: str
+    created_at: datetime
+
+
+class DeviceView(BaseModel):
+    device_id: str
+    name: str
+    status: str
+    keys: list[DeviceKeyView]
+
+
+class StudentIn(Strict):
+    external_ref: Annotated[str, Field(min_length=1, max_length=64, description="The school's student number")]
+    age_band: Literal["under_14", "14_17", "adult"]
+    name: Annotated[str | None, Field(max_length=100, description="Encrypted at rest")] = None
+
+
+class StudentOut(BaseModel):
+    id: str
+    external_ref: str
+    age_band: str
+
+
+class CardIn(Strict):
+    student_id: str
+    card_no: Annotated[str, Field(pattern=r"^[0-9]{8,19}$")]
+    funding_adapter: Annotated[str, Field(min_length=1, max_length=40)] = "ecard"
+
+
+class CardOut(BaseModel):
+    id: str
+    student_id: str
+    last4: str
+    funding_adapter: str
+
+
+class ProviderIn(Strict):
+    endpoint: Annotated[str, Field(min_length=1, max_length=500)]
+    credentials: dict[str, Annotated[str, Field(max_length=8192)]]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProviderOut(BaseModel):
+    adapter: str
+    endpoint: str
+    credential_fields: list[str] = Field(description="Names only; secrets are never returned")
+    options: dict[str, Any]
+    updated_at: datetime
+
+
+class ProviderCheckOut(BaseModel):
+    adapter: str
+    ok: bool
+    detail: str

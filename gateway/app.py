@@ -1,0 +1,163 @@
+"""create_app(settings) -> FastAPI. The lifespan wires the store, adapters and workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from redis.asyncio import Redis
+
+from adapters.registry import default_registry
+from gateway import __version__
+from gateway.api import admin, health, payments
+from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
+from gateway.auth.devices import DeviceAuthenticator
+from gateway.auth.nonces import NonceStore, RedisNonceStore, SqlNonceStore
+from gateway.auth.tokens import TokenAuthenticator, new_token
+from gateway.errors import CODES
+from gateway.idempotency.service import IdempotencyService
+from gateway.metrics import HTTP_LATENCY
+from gateway.payments.recovery import RecoveryWorker
+from gateway.payments.resolver import Resolver
+from gateway.payments.service import PaymentService
+from gateway.protection.crypto import Keyring
+from gateway.services import Services
+from gateway.settings import Environment, Settings
+from gateway.store.db import Database
+from gateway.store.models import utcnow
+from gateway.tenancy.providers import ProviderSettings
+from gateway.tenancy.service import TenancyService
+
+__all__ = ["StartupRefused", "create_app"]
+
+log = logging.getLogger("campuspay")
+
+
+class StartupRefused(RuntimeError):
+    """The configuration is unsafe for this environment; the gateway will not start."""
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    if settings.master_key:
+        return Keyring.from_b64(settings.master_key)
+    if settings.env is Environment.PRODUCTION:
+        raise StartupRefused("CAMPUSPAY_MASTER_KEY is required in production")
+    path = settings.data_dir / "master.key"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(Keyring.generate())
+    return Keyring.from_b64(path.read_text().strip())
+
+
+DESCRIPTION = f"""
+One signed HTTP API for school payment terminals. Device requests are signed with RFC 9421
+HTTP Message Signatures (see docs/signing.md). Every POST that creates or moves money needs an
+`Idempotency-Key`; keys are kept at least 24 hours (default 48, `CAMPUSPAY_IDEMPOTENCY_RETENTION_HOURS`).
+Errors are RFC 9457 problem details with a stable `code`:
+
+{chr(10).join(f"- `{code}` ({status}): {title}" for code, (status, title) in sorted(CODES.items()))}
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    provider_transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    run_workers: bool = True,
+) -> FastAPI:
+    settings = settings or Settings.load()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await build_services(settings, provider_transport=provider_transport, clock=clock)
+        app.state.services = services
+        try:
+            violations = await services.providers.environment_violations()
+            if violations:
+                raise StartupRefused(
+                    f"{settings.env.value} environment refuses provider endpoints: " + "; ".join(violations)
+                )
+            if run_workers:
+                await services.recovery.start()
+            yield
+        finally:
+            await services.recovery.stop()
+            await services.http.aclose()
+            if services.redis is not None:
+                await services.redis.aclose()
+            await services.db.dispose()
+
+    app = FastAPI(title="CampusPay gateway", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    install_handlers(app)
+    app.include_router(payments.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next: Callable[[Request], object]) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)  # type: ignore[misc]
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        HTTP_LATENCY.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes,
+                       large_paths={"/v1/offline-batches": settings.max_batch_body_bytes})
+    app.add_middleware(ResponseHeadersMiddleware)
+    if settings.env is Environment.SANDBOX:
+        from sandbox import create_sandbox_app
+
+        app.mount("/sandbox", create_sandbox_app())
+    return app
+
+
+async def build_services(settings: Settings, *, provider_transport: httpx.AsyncBaseTransport | None,
+                         clock: Callable[[], datetime]) -> Services:
+    keyring = load_keyring(settings)
+    db = Database(settings.effective_database_url)
+    await db.migrate()
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    nonces: NonceStore = RedisNonceStore(redis, settings.redis_prefix) if redis else SqlNonceStore(db)
+    http = httpx.AsyncClient(transport=provider_transport, timeout=settings.provider_timeout_seconds,
+                             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    registry = default_registry()
+    tenancy = TenancyService(db, keyring)
+    await _bootstrap_token(settings, tenancy)
+    providers = ProviderSettings(db, keyring, registry, settings.env, http, settings.provider_timeout_seconds)
+    resolver = Resolver(db, keyring, providers, clock=clock, interval=settings.recovery_interval_seconds)
+    idempotency = IdempotencyService(db, keyring, timedelta(hours=settings.idempotency_retention_hours))
+    payments_service = PaymentService(db, keyring, tenancy, providers, resolver, clock=clock,
+                                      sync_budget=settings.sync_budget_seconds,
+                                      recovery_deadline=settings.recovery_deadline_seconds)
+    return Services(
+        settings=settings, db=db, keyring=keyring, redis=redis, http=http, registry=registry, nonces=nonces,
+        devices=DeviceAuthenticator(db, keyring, nonces, public_base_url=settings.public_base_url,
+                                    max_skew=settings.signature_max_skew_seconds),
+        tokens=TokenAuthenticator(db), idempotency=idempotency, tenancy=tenancy, providers=providers,
+        payments=payments_service,
+        recovery=RecoveryWorker(db, resolver, idempotency, nonces, clock=clock,
+                                interval=settings.recovery_interval_seconds),
+        clock=clock,
+    )
+
+
+async def _bootstrap_token(settings: Settings, tenancy: TenancyService) -> None:
+    if settings.bootstrap_token:
+        await tenancy.ensure_platform_token(settings.bootstrap_token)
+        return
+    if await tenancy.has_platform_token():
+        return
+    token = new_token("platform")
+    await tenancy.ensure_platform_token(token)
+    # Printed once; only its hash is stored. Lost it? Set CAMPUSPAY_BOOTSTRAP_TOKEN and restart.
+    print(f"campuspay: platform admin token (shown once): {token}", file=sys.stderr)  # noqa: T201

@@ -1,0 +1,106 @@
+"""The ``campuspay`` command: serve, sandbox, openapi, keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+__all__ = ["app"]
+
+app = typer.Typer(help="CampusPay: a payment gateway for schools.", no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default ./.campuspay)")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML configuration file")] = None,
+    demo: Annotated[bool, typer.Option(help="Seed a demo school and write demo.json")] = False,
+) -> None:
+    """Run the gateway (embedded defaults: SQLite in the data directory, sandbox providers)."""
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = Settings.load(config, **overrides)
+    if "CAMPUSPAY_PUBLIC_BASE_URL" not in __import__("os").environ and (config is None):
+        settings = settings.model_copy(update={"public_base_url": f"http://{_display_host(host)}:{port}"})
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    application = create_app(settings)
+    if demo:
+        _seed_on_startup(application, settings.data_dir)
+    uvicorn.run(application, host=host, port=port, log_level=settings.log_level.lower(), date_header=False)
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _seed_on_startup(application: object, data_dir: Path) -> None:
+    from fastapi import FastAPI
+
+    from gateway.demo import seed_demo
+
+    assert isinstance(application, FastAPI)
+    original = application.router.lifespan_context
+
+    from contextlib import asynccontextmanager
+    from typing import Any
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> Any:
+        async with original(app_) as state:
+            path = await seed_demo(app_.state.services, data_dir)
+            typer.echo(f"campuspay: demo data written to {path.resolve()}", err=True)
+            yield state
+
+    application.router.lifespan_context = lifespan
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (use 80 for SDKs that cannot take a port; needs root)")] = 8090,
+) -> None:
+    """Run the sandbox providers alone."""
+    from sandbox import create_sandbox_app
+
+    uvicorn.run(create_sandbox_app(), host=host, port=port)
+
+
+@app.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write the document")] = Path("openapi/gateway.json"),
+) -> None:
+    """Write the gateway's OpenAPI document."""
+    from gateway.openapi import render
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render())
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+def keys(
+    out: Annotated[Path | None, typer.Option(help="Write <out>.pem (private) and <out>.pub.pem (public)")] = None,
+) -> None:
+    """Generate an Ed25519 device key pair (register the public key with the school's admin API)."""
+    from gateway.client import generate_ed25519_keypair
+
+    private_pem, public_pem = generate_ed25519_keypair()
+    if out is None:
+        typer.echo(json.dumps({"private_key_pem": private_pem, "public_key_pem": public_pem}, indent=2))
+        return
+    private_path, public_path = out.with_suffix(".pem"), out.with_suffix(".pub.pem")
+    private_path.touch(mode=0o600, exist_ok=False)
+    private_path.write_text(private_pem)
+    public_path.write_text(public_pem)
+    typer.echo(f"wrote {private_path} (keep secret) and {public_path} (register this one)")

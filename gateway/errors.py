@@ -1,0 +1,171 @@
+"""Errors as types carrying their HTTP status and stable ``code``, rendered as RFC 9457 problems.
+
+    ProblemError (status, code)            base; every API error is one of these
+    ├── BadRequest          400            idempotency_key_missing, idempotency_key_invalid
+    ├── Unauthorized        401            signature_*, digest_*, nonce_reused, key_*, device_revoked,
+    │                                      token_invalid
+    ├── Forbidden           403            forbidden
+    ├── NotFound            404            not_found
+    ├── MethodNotAllowed    405            method_not_allowed
+    ├── Conflict            409            duplicate_order, idempotency_key_in_use, cancel_window_closed,
+    │                                      not_cancelable, not_refundable, refund_exceeds_amount, ...
+    ├── PayloadTooLarge     413            payload_too_large
+    ├── Unprocessable       422            validation_error, idempotency_key_reused,
+    │                                      biometric_data_not_accepted, ...
+    ├── TooManyRequests     429            rate_limited
+    ├── BadGateway          502            provider_check_failed
+    └── Unavailable         503            not_ready
+
+Every code a client can see is declared once in ``CODES`` so the OpenAPI document lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "CODES",
+    "BadGateway",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProblemError",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unavailable",
+    "Unprocessable",
+    "problem_body",
+]
+
+# code -> (status, title). The one list of every problem code the API emits.
+CODES: dict[str, tuple[int, str]] = {
+    "idempotency_key_missing": (400, "Idempotency-Key header is required"),
+    "idempotency_key_invalid": (400, "Idempotency-Key must be 1-255 visible ASCII characters"),
+    "signature_missing": (401, "Request is not signed"),
+    "signature_invalid": (401, "Signature does not verify"),
+    "signature_malformed": (401, "Signature headers are malformed"),
+    "signature_components_missing": (401, "Signature does not cover the required components"),
+    "signature_expired": (401, "Signature 'created' is outside the allowed clock skew"),
+    "digest_missing": (401, "Content-Digest is required on requests with a body"),
+    "digest_mismatch": (401, "Body does not match Content-Digest"),
+    "nonce_missing": (401, "Signature has no nonce"),
+    "nonce_reused": (401, "Nonce was already used"),
+    "alg_mismatch": (401, "Signature algorithm is not the one registered for this key"),
+    "key_unknown": (401, "Unknown key id"),
+    "key_retired": (401, "Key has been retired"),
+    "device_revoked": (401, "Device has been revoked"),
+    "token_invalid": (401, "Bearer token is missing or invalid"),
+    "forbidden": (403, "Not allowed for this caller"),
+    "not_found": (404, "Not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "duplicate_order": (409, "A payment for this merchant_order_id is already processing or paid"),
+    "idempotency_key_in_use": (409, "A request with this Idempotency-Key is still executing"),
+    "cancel_window_closed": (409, "The cancel window for this payment has closed"),
+    "not_cancelable": (409, "This payment cannot be canceled"),
+    "not_refundable": (409, "This payment cannot be refunded"),
+    "refund_exceeds_amount": (409, "Refunds would exceed the amount paid"),
+    "refund_in_progress": (409, "Another refund of this payment is still being resolved"),
+    "key_limit_reached": (409, "A device has at most two active keys"),
+    "last_active_key": (409, "A device's last active key cannot be retired; revoke the device instead"),
+    "already_exists": (409, "Already exists"),
+    "payload_too_large": (413, "Request body is too large"),
+    "validation_error": (422, "Request is not valid"),
+    "idempotency_key_reused": (422, "Idempotency-Key was used with a different request"),
+    "biometric_data_not_accepted": (422, "Face payments accept provider face tokens only"),
+    "unknown_adapter": (422, "No adapter with that name"),
+    "provider_not_configured": (422, "The school has not configured this provider"),
+    "provider_url_not_allowed": (422, "Provider endpoint is not allowed in this environment"),
+    "store_unknown": (422, "Unknown store_id"),
+    "rate_limited": (429, "Too many requests"),
+    "not_ready": (503, "Not ready"),
+    "provider_check_failed": (502, "The provider round trip failed"),
+    "internal_error": (500, "Internal error"),
+}
+
+
+def problem_body(code: str, detail: str | None = None, *, request_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    status, title = CODES[code]
+    body: dict[str, Any] = {
+        "type": f"urn:campuspay:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "code": code,
+        "request_id": request_id,
+    }
+    body.update(extra)
+    return body
+
+
+class ProblemError(Exception):
+    """An API error. Subclasses fix the status; ``code`` must be one of ``CODES``."""
+
+    status: ClassVar[int] = 500
+
+    def __init__(
+        self,
+        code: str,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        if code not in CODES:
+            raise ValueError(f"undeclared problem code {code!r}")
+        if CODES[code][0] != self.status:
+            raise ValueError(f"code {code!r} is {CODES[code][0]}, not {self.status}")
+        super().__init__(detail or CODES[code][1])
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class BadRequest(ProblemError):
+    status = 400
+
+
+class Unauthorized(ProblemError):
+    status = 401
+
+
+class Forbidden(ProblemError):
+    status = 403
+
+
+class NotFound(ProblemError):
+    status = 404
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__("not_found", detail)
+
+
+class MethodNotAllowed(ProblemError):
+    status = 405
+
+
+class Conflict(ProblemError):
+    status = 409
+
+
+class PayloadTooLarge(ProblemError):
+    status = 413
+
+
+class Unprocessable(ProblemError):
+    status = 422
+
+
+class TooManyRequests(ProblemError):
+    status = 429
+
+
+class Unavailable(ProblemError):
+    status = 503
+
+
+class BadGateway(ProblemError):
+    status = 502

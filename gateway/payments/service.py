@@ -1,0 +1,300 @@
+"""PaymentService: the payment, cancel and refund flows.
+
+Steps (DESIGN.md): authenticate (done by the router) -> idempotency claim (router) -> resolve the
+payer -> protect -> route -> commit ``processing`` before calling out -> call with a deadline ->
+finish in one transaction, or answer 202 and leave the rest to the recovery worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+
+from adapters.base import CardCredential, Outcome, PaymentRequest, ProviderResult, ProviderUnreachable
+from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.idempotency.service import Claim, IdempotencyService
+from gateway.payments.resolver import REVERSAL_BY_TERMINAL, Resolver
+from gateway.payments.state import FAILURE_MESSAGES
+from gateway.protection import audit
+from gateway.protection.crypto import Keyring
+from gateway.store.db import Database
+from gateway.store.models import Payment, PaymentAttempt, Refund, Store, new_id
+from gateway.store.payments import PaymentRepository
+from gateway.tenancy.providers import ProviderSettings
+from gateway.tenancy.service import TenancyService
+from gateway.webhooks.outbox import emit
+
+__all__ = ["Caller", "PaymentInput", "PaymentService", "is_pending"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caller:
+    device_id: str
+    school_id: str
+
+    @property
+    def actor(self) -> str:
+        return f"device:{self.device_id}"
+
+
+@dataclass(frozen=True)
+class PaymentInput:
+    merchant_order_id: str
+    amount: int
+    currency: str
+    method: str
+    store_id: str
+    card_no: str | None = None
+    pin: str | None = None
+    face_token: str | None = None
+    description: str | None = None
+    terminal_params: str | None = None
+
+
+def is_pending(payment: Payment) -> bool:
+    """Still being resolved: the answer is 202 until this is False."""
+    return payment.status == "processing" or (payment.status == "succeeded" and payment.reversal_requested > 0)
+
+
+class PaymentService:
+    def __init__(self, db: Database, keyring: Keyring, tenancy: TenancyService, providers: ProviderSettings,
+                 resolver: Resolver, *, clock: Callable[[], datetime], sync_budget: float,
+                 recovery_deadline: float) -> None:
+        self.db, self.keyring, self.tenancy, self.providers = db, keyring, tenancy, providers
+        self.resolver, self.clock = resolver, clock
+        self.sync_budget, self.recovery_deadline = sync_budget, recovery_deadline
+
+    # queries -----------------------------------------------------------------------------
+
+    async def get(self, caller: Caller, payment_id: str) -> Payment:
+        async with self.db.transaction() as session:
+            payment = await PaymentRepository(session).get(payment_id, school_id=caller.school_id)
+        if payment is None:
+            raise NotFound("no such payment")
+        return payment
+
+    async def list_for_order(self, caller: Caller, merchant_order_id: str) -> Sequence[Payment]:
+        async with self.db.transaction() as session:
+            return await PaymentRepository(session).for_order(caller.device_id, merchant_order_id)
+
+    async def get_refund(self, caller: Caller, refund_id: str) -> Refund:
+        async with self.db.transaction() as session:
+            refund = await PaymentRepository(session).refund(refund_id, school_id=caller.school_id)
+        if refund is None:
+            raise NotFound("no such refund")
+        return refund
+
+    # pay ---------------------------------------------------------------------------------
+
+    async def create(self, caller: Caller, data: PaymentInput, claim: Claim) -> Payment:
+        store = await self.tenancy.get_store(caller.school_id, data.store_id)
+        if store is None:
+            raise Unprocessable("store_unknown", f"no store {data.store_id!r} at this school")
+        failure: str | None = None
+        student_id = adapter_name = card_last4 = None
+        if data.method == "card":
+            assert data.card_no is not None
+            card_last4 = data.card_no[-4:]
+            card = await self.tenancy.find_card(caller.school_id, data.card_no)
+            if card is None:
+                failure = "card_unknown"
+            else:
+                student_id, adapter_name = card.student_id, card.funding_adapter
+                if await self.providers.config(caller.school_id, adapter_name) is None:
+                    failure = "provider_not_configured"
+        else:
+            failure = "method_unavailable"  # face payments arrive with consent and enrolment (issue 3)
+
+        now = self.clock()
+        payment = Payment(
+            id=new_id("pay"), school_id=caller.school_id, device_id=caller.device_id, store_id=store.id,
+            merchant_order_id=data.merchant_order_id, amount=data.amount, currency=data.currency,
+            method=data.method, adapter=adapter_name, student_id=student_id, card_last4=card_last4,
+            description=data.description, created_at=now, updated_at=now,
+        )
+        if failure:
+            payment.status, payment.failure_code = "failed", failure
+            payment.failure_message = FAILURE_MESSAGES[failure]
+        else:
+            payment.status = "processing"
+            payment.provider_reference = f"{payment.id}-1"
+            payment.recovery_deadline = now + timedelta(seconds=self.recovery_deadline)
+            # The worker leaves it alone while this request is still working on it.
+            payment.next_recovery_at = now + timedelta(seconds=self.sync_budget + 5)
+        try:
+            async with self.db.transaction() as session:
+                repo = PaymentRepository(session)
+                live = await repo.live_for_order(caller.device_id, data.merchant_order_id)
+                if live is not None:
+                    raise Conflict("duplicate_order", f"payment {live.id} already holds this order",
+                                   payment_id=live.id)
+                session.add(payment)
+                await session.flush()
+                if payment.status == "processing":
+                    assert adapter_name is not None and payment.provider_reference is not None
+                    session.add(PaymentAttempt(id=new_id("att"), payment_id=payment.id, adapter=adapter_name,
+                                               provider_reference=payment.provider_reference, status="processing"))
+                await IdempotencyService.attach(session, claim, "payment", payment.id)
+                await audit.append(session, self.keyring, chain=caller.school_id, actor=caller.actor,
+                                   action="payment.created", object_type="payment", object_id=payment.id,
+                                   data={"amount": data.amount, "method": data.method, "status": payment.status,
+                                         "failure_code": payment.failure_code, "adapter": adapter_name})
+                if payment.status == "failed":
+                    emit(session, school_id=caller.school_id, event_type="payment.failed",
+                         data={"payment_id": payment.id, "status": "failed", "amount": payment.amount,
+                               "currency": payment.currency, "merchant_order_id": payment.merchant_order_id,
+                               "store_id": payment.store_id, "failure_code": payment.failure_code,
+                               "refunded_amount": 0})
+        except IntegrityError as exc:
+            # Two different keys raced for the same order; the database let exactly one in.
+            async with self.db.transaction() as session:
+                live = await PaymentRepository(session).live_for_order(caller.device_id, data.merchant_order_id)
+            raise Conflict("duplicate_order", "another payment already holds this order",
+                           payment_id=live.id if live else None) from exc
+        if payment.status != "processing":
+            return payment
+        return await self._execute(payment, data, store)
+
+    async def _execute(self, payment: Payment, data: PaymentInput, store: Store) -> Payment:
+        assert payment.adapter is not None and payment.provider_reference is not None
+        deadline = asyncio.get_running_loop().time() + self.sync_budget
+        adapter = await self.providers.adapter(payment.school_id, payment.adapter)
+        assert adapter is not None
+        request = PaymentRequest(
+            reference=payment.provider_reference, amount=payment.amount, currency=payment.currency,
+            method=payment.method, credential=CardCredential(card_no=data.card_no or "", pin=data.pin),
+            store_ref=store.id, terminal_ref=payment.device_id, description=data.description,
+            terminal_params=data.terminal_params,
+        )
+        actor = f"device:{payment.device_id}"
+        try:
+            async with asyncio.timeout(self.sync_budget):
+                result = await adapter.pay(request)
+        except ProviderUnreachable as exc:
+            log.warning("payment %s: %s", payment.id, exc)
+            code = "provider_unavailable"
+            await self.resolver.finish(payment.id, "failed", actor=actor, provider_code="UNREACHABLE",
+                                       failure_code=code, failure_message=FAILURE_MESSAGES[code])
+            return await self.get(Caller(payment.device_id, payment.school_id), payment.id)
+        except TimeoutError:
+            result = ProviderResult(Outcome.UNKNOWN, code="SYNC_BUDGET")
+        await self.resolver.apply(payment, result, actor=actor)
+        return await self._drive(payment.id, deadline, actor=actor)
+
+    async def _drive(self, payment_id: str, deadline: float, *, actor: str) -> Payment:
+        """Run recovery steps inline until the payment is final or the budget is spent."""
+        loop = asyncio.get_running_loop()
+        while True:
+            async with self.db.transaction() as session:
+                payment = await PaymentRepository(session).get(payment_id)
+            assert payment is not None
+            if not is_pending(payment):
+                return payment
+            wait = 0.0
+            if payment.next_recovery_at is not None:
+                wait = max(0.0, (payment.next_recovery_at - self.clock()).total_seconds())
+            if loop.time() + wait >= deadline:
+                await self._hand_over(payment_id)
+                return payment
+            await asyncio.sleep(wait)
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    await self.resolver.step(payment_id, actor=actor)
+            except TimeoutError:
+                await self._hand_over(payment_id)
+                async with self.db.transaction() as session:
+                    again = await PaymentRepository(session).get(payment_id)
+                assert again is not None
+                return again
+
+    async def _hand_over(self, payment_id: str) -> None:
+        """The budget ran out: the worker takes over now."""
+        async with self.db.transaction() as session:
+            await PaymentRepository(session).schedule(payment_id, self.clock(), bump_attempts=False)
+
+    # cancel ------------------------------------------------------------------------------
+
+    def cancel_window_end(self, payment: Payment, store: Store) -> datetime:
+        local = payment.created_at.astimezone(ZoneInfo(store.timezone))
+        midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=local.tzinfo)
+        return midnight
+
+    async def cancel(self, caller: Caller, payment_id: str, claim: Claim) -> Payment:
+        deadline = asyncio.get_running_loop().time() + self.sync_budget
+        async with self.db.transaction() as session:
+            repo = PaymentRepository(session)
+            payment = await repo.get(payment_id, school_id=caller.school_id, lock=True)
+            if payment is None:
+                raise NotFound("no such payment")
+            if payment.status == "failed":
+                raise Conflict("not_cancelable", "a failed payment moved no money")
+            if payment.status == "canceled":
+                await IdempotencyService.attach(session, claim, "payment", payment.id)
+                return payment
+            store = await session.get(Store, payment.store_id)
+            assert store is not None
+            if self.clock() >= self.cancel_window_end(payment, store):
+                raise Conflict("cancel_window_closed", "payments can be canceled until midnight of their day "
+                               f"in the store's time zone ({store.timezone}); refund instead")
+            if await repo.refunds_processing(payment.id):
+                raise Conflict("refund_in_progress")
+            if not payment.reversal_requested:
+                await repo.request_reversal(payment.id, ("processing", "succeeded"), by=REVERSAL_BY_TERMINAL)
+            await IdempotencyService.attach(session, claim, "payment", payment.id)
+            await audit.append(session, self.keyring, chain=caller.school_id, actor=caller.actor,
+                               action="payment.cancel_requested", object_type="payment", object_id=payment.id,
+                               data={"status": payment.status})
+        return await self._drive(payment.id, deadline, actor=caller.actor)
+
+    # refund ------------------------------------------------------------------------------
+
+    async def refund(self, caller: Caller, payment_id: str, amount: int, reason: str | None,
+                     claim: Claim) -> Refund:
+        deadline = asyncio.get_running_loop().time() + self.sync_budget
+        async with self.db.transaction() as session:
+            repo = PaymentRepository(session)
+            payment = await repo.get(payment_id, school_id=caller.school_id, lock=True)
+            if payment is None:
+                raise NotFound("no such payment")
+            if payment.status != "succeeded" or payment.reversal_requested:
+                raise Conflict("not_refundable", f"payment is {payment.status}; only succeeded payments refund")
+            reserved = await repo.refunds_reserved(payment.id)
+            if reserved + amount > payment.amount:
+                raise Conflict("refund_exceeds_amount",
+                               f"{payment.amount - reserved} fen of {payment.amount} can still be refunded",
+                               refundable_amount=payment.amount - reserved)
+            refund = Refund(id=new_id("re"), payment_id=payment.id, school_id=payment.school_id,
+                            device_id=caller.device_id, amount=amount, currency=payment.currency, reason=reason,
+                            status="processing", next_recovery_at=self.clock() + timedelta(seconds=self.sync_budget + 5))
+            refund.provider_reference = refund.id
+            session.add(refund)
+            await session.flush()
+            await IdempotencyService.attach(session, claim, "refund", refund.id)
+            await audit.append(session, self.keyring, chain=caller.school_id, actor=caller.actor,
+                               action="refund.created", object_type="refund", object_id=refund.id,
+                               data={"payment_id": payment.id, "amount": amount})
+        loop = asyncio.get_running_loop()
+        while refund.status == "processing" and loop.time() < deadline:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    refund = await self.resolver.refund_step(refund.id, actor=caller.actor)
+            except TimeoutError:
+                break
+            if refund.status == "processing" and refund.next_recovery_at is not None:
+                await asyncio.sleep(min(max(0.0, (refund.next_recovery_at - self.clock()).total_seconds()),
+                                        max(0.0, deadline - loop.time())))
+        return refund
+
+    async def snapshot(self, resource_type: str, resource_id: str) -> Any:
+        async with self.db.transaction() as session:
+            repo = PaymentRepository(session)
+            return await (repo.get(resource_id) if resource_type == "payment" else repo.refund(resource_id))

@@ -1,0 +1,102 @@
+"""The payment state machine and the wire shape of payments and refunds.
+
+    processing ──► succeeded ──► canceled
+        │  └─────► failed
+        └────────► canceled
+
+No state goes backwards. Every transition is a compare-and-set on the current status in the
+database (see ``PaymentRepository.transition``), so a request handler and the recovery worker
+can race on the same payment and exactly one of them wins.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from gateway.store.models import Payment, Refund
+
+__all__ = ["ALLOWED", "FAILURE_CODES", "failure_code_for", "payment_resource", "refund_resource"]
+
+ALLOWED: dict[str, frozenset[str]] = {
+    "processing": frozenset({"succeeded", "failed", "canceled"}),
+    "succeeded": frozenset({"canceled"}),
+    "failed": frozenset(),
+    "canceled": frozenset(),
+}
+
+# Provider codes -> the stable failure codes terminals see.
+FAILURE_CODES: dict[str, str] = {
+    "CARD_NOT_FOUND": "card_unknown",
+    "CARD_LOST": "card_reported_lost",
+    "CARD_FROZEN": "card_frozen",
+    "INSUFFICIENT_BALANCE": "insufficient_balance",
+    "PIN_REQUIRED": "pin_required",
+    "PIN_INVALID": "pin_invalid",
+    "PIN_LOCKED": "pin_locked",
+    "ORDER_REVERSED": "provider_reversed",
+    "PROVIDER_AUTH": "provider_auth_failed",
+    "SIGNATURE_INVALID": "provider_auth_failed",
+    "MERCHANT_UNKNOWN": "provider_auth_failed",
+    "TIMESTAMP_EXPIRED": "provider_auth_failed",
+}
+
+FAILURE_MESSAGES: dict[str, str] = {
+    "card_unknown": "This card is not registered at this school.",
+    "card_reported_lost": "This card has been reported lost.",
+    "card_frozen": "This card is frozen.",
+    "insufficient_balance": "The card balance is too low.",
+    "pin_required": "This payment needs the card PIN.",
+    "pin_invalid": "The PIN is wrong.",
+    "pin_locked": "Too many wrong PINs; the card is locked.",
+    "provider_reversed": "The provider had already reversed this order.",
+    "provider_auth_failed": "The provider refused the school's credentials.",
+    "provider_declined": "The provider declined the payment.",
+    "provider_not_configured": "The school has not configured a provider for this payment.",
+    "provider_unavailable": "The provider could not be reached; nothing was charged.",
+    "outcome_unknown_reversed": "The provider did not answer in time; the payment was reversed.",
+    "method_unavailable": "Face payment is not available at this school yet; pay by card.",
+}
+
+
+def failure_code_for(provider_code: str | None) -> str:
+    return FAILURE_CODES.get(provider_code or "", "provider_declined")
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def payment_resource(p: Payment) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "status": p.status,
+        "amount": p.amount,
+        "currency": p.currency,
+        "method": p.method,
+        "adapter": p.adapter,
+        "merchant_order_id": p.merchant_order_id,
+        "store_id": p.store_id,
+        "student": p.student_id,
+        "provider_reference": p.provider_reference,
+        "failure_code": p.failure_code,
+        "failure_message": p.failure_message,
+        "refunded_amount": p.refunded_amount,
+        "created_at": _iso(p.created_at),
+        "updated_at": _iso(p.updated_at),
+    }
+
+
+def refund_resource(r: Refund) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "payment_id": r.payment_id,
+        "status": r.status,
+        "amount": r.amount,
+        "currency": r.currency,
+        "reason": r.reason,
+        "failure_code": r.failure_code,
+        "failure_message": r.failure_message,
+        "created_at": _iso(r.created_at),
+        "updated_at": _iso(r.updated_at),
+    }

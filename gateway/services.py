@@ -1,0 +1,44 @@
+"""The wired-up services of one running gateway (built in the app's lifespan)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from redis.asyncio import Redis
+
+from adapters.registry import AdapterRegistry
+from gateway.auth.devices import DeviceAuthenticator
+from gateway.auth.nonces import NonceStore
+from gateway.auth.tokens import TokenAuthenticator
+from gateway.idempotency.service import IdempotencyService
+from gateway.payments.recovery import RecoveryWorker
+from gateway.payments.service import PaymentService
+from gateway.protection.crypto import Keyring
+from gateway.settings import Settings
+from gateway.store.db import Database
+from gateway.tenancy.providers import ProviderSettings
+from gateway.tenancy.service import TenancyService
+
+__all__ = ["Services"]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    redis: Redis | None
+    http: httpx.AsyncClient
+    registry: AdapterRegistry
+    nonces: NonceStore
+    devices: DeviceAuthenticator
+    tokens: TokenAuthenticator
+    idempotency: IdempotencyService
+    tenancy: TenancyService
+    providers: ProviderSettings
+    payments: PaymentService
+    recovery: RecoveryWorker
+    clock: Callable[[], datetime]

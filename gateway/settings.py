@@ -1,0 +1,102 @@
+"""Configuration: environment variables ``CAMPUSPAY_*`` and an optional TOML file.
+
+Precedence: explicit arguments > environment > TOML file > defaults.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Environment", "Settings"]
+
+
+class Environment(enum.StrEnum):
+    SANDBOX = "sandbox"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAMPUSPAY_", extra="forbid", toml_file=None)
+
+    env: Environment = Environment.SANDBOX
+    data_dir: Path = Path(".campuspay")
+    database_url: str | None = None  # default: SQLite file in data_dir
+    redis_url: str | None = None
+    redis_prefix: str = "campuspay:"
+    bootstrap_token: str | None = None
+    public_base_url: str = "http://127.0.0.1:8080"
+    # 32 bytes, base64. In sandbox a key is generated into the data directory when unset;
+    # production refuses to start without one.
+    master_key: str | None = None
+    signature_max_skew_seconds: int = Field(default=300, ge=1, le=3600)
+    idempotency_retention_hours: int = Field(default=48, ge=24)
+    sync_budget_seconds: float = Field(default=20.0, gt=0)
+    recovery_deadline_seconds: float = Field(default=60.0, gt=0)
+    recovery_interval_seconds: float = Field(default=2.0, gt=0)
+    resumer_interval_seconds: float = Field(default=30.0, gt=0)
+    provider_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_body_bytes: int = 64 * 1024
+    max_batch_body_bytes: int = 1024 * 1024
+    log_level: str = "INFO"
+    config_file: Path | None = None
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, v: str) -> str:
+        v = v.rstrip("/")
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("public_base_url must start with http:// or https://")
+        return v
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_is_32_bytes(cls, v: str | None) -> str | None:
+        if v is not None and len(base64.b64decode(v, validate=True)) != 32:
+            raise ValueError("master_key must be 32 bytes, base64-encoded")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, file_secret_settings)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Settings from a TOML file (if given), then the environment, then ``overrides``."""
+        base: dict[str, Any] = {}
+        if config_file is not None:
+            if not config_file.is_file():
+                raise FileNotFoundError(f"config file not found: {config_file}")
+            toml = dict(TomlConfigSettingsSource(cls, toml_file=config_file)())
+            # The environment outranks the file: drop file values the environment sets.
+            base = {k: v for k, v in toml.items() if f"CAMPUSPAY_{k.upper()}" not in os.environ}
+            base["config_file"] = config_file
+        return cls(**{**base, **overrides})
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'campuspay.db').resolve()}"
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.env is Environment.SANDBOX

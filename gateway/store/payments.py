@@ -1,0 +1,151 @@
+"""Repository for payments, attempts and refunds. Only this module writes their SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.store.models import Payment, PaymentAttempt, Refund, utcnow
+
+__all__ = ["PaymentRepository"]
+
+
+class PaymentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, payment_id: str, *, school_id: str | None = None, lock: bool = False) -> Payment | None:
+        stmt = select(Payment).where(Payment.id == payment_id)
+        if school_id is not None:
+            stmt = stmt.where(Payment.school_id == school_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def live_for_order(self, device_id: str, merchant_order_id: str) -> Payment | None:
+        stmt = select(Payment).where(
+            Payment.device_id == device_id,
+            Payment.merchant_order_id == merchant_order_id,
+            Payment.status != "failed",
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def for_order(self, device_id: str, merchant_order_id: str) -> Sequence[Payment]:
+        stmt = (
+            select(Payment)
+            .where(Payment.device_id == device_id, Payment.merchant_order_id == merchant_order_id)
+            .order_by(Payment.created_at)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def transition(
+        self,
+        payment_id: str,
+        *,
+        from_statuses: Iterable[str],
+        to: str,
+        unless_reversal_requested: bool = False,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set the status. False if another actor moved the payment first."""
+        stmt = (
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.status.in_(list(from_statuses)))
+            .values(status=to, updated_at=utcnow(), **values)
+        )
+        if unless_reversal_requested:
+            stmt = stmt.where(Payment.reversal_requested == 0)
+        result = await self.session.execute(stmt)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def request_reversal(self, payment_id: str, from_statuses: Iterable[str], *, by: int) -> bool:
+        """From now on no success may land on this payment; only its reversal finishes it."""
+        result = await self.session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.status.in_(list(from_statuses)), Payment.reversal_requested == 0)
+            .values(reversal_requested=by, next_recovery_at=utcnow(), updated_at=utcnow())
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def schedule(self, payment_id: str, at: datetime, *, bump_attempts: bool = True) -> None:
+        values: dict[str, Any] = {"next_recovery_at": at}
+        if bump_attempts:
+            values["recovery_attempts"] = Payment.recovery_attempts + 1
+        await self.session.execute(update(Payment).where(Payment.id == payment_id).values(**values))
+
+    async def due_for_recovery(self, now: datetime, limit: int) -> Sequence[Payment]:
+        stmt = (
+            select(Payment)
+            .where(
+                or_(Payment.status == "processing", (Payment.status == "succeeded") & (Payment.reversal_requested == 1)),
+                Payment.next_recovery_at <= now,
+            )
+            .order_by(Payment.next_recovery_at)
+            .limit(limit)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def update_attempt(self, payment_id: str, status: str, provider_code: str | None) -> None:
+        await self.session.execute(
+            update(PaymentAttempt)
+            .where(PaymentAttempt.payment_id == payment_id, PaymentAttempt.status.in_(["processing", "unknown"]))
+            .values(status=status, provider_code=provider_code, updated_at=utcnow())
+        )
+
+    # refunds -------------------------------------------------------------------------------
+
+    async def refund(self, refund_id: str, *, school_id: str | None = None) -> Refund | None:
+        stmt = select(Refund).where(Refund.id == refund_id)
+        if school_id is not None:
+            stmt = stmt.where(Refund.school_id == school_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def refunds_reserved(self, payment_id: str) -> int:
+        """Money already given back or being given back for this payment."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(Refund.amount), 0)).where(
+                Refund.payment_id == payment_id, Refund.status.in_(["processing", "succeeded"])
+            )
+        )
+        return int(total or 0)
+
+    async def refunds_processing(self, payment_id: str) -> int:
+        count = await self.session.scalar(
+            select(func.count()).select_from(Refund).where(Refund.payment_id == payment_id, Refund.status == "processing")
+        )
+        return int(count or 0)
+
+    async def transition_refund(self, refund_id: str, to: str, **values: Any) -> bool:
+        result = await self.session.execute(
+            update(Refund)
+            .where(Refund.id == refund_id, Refund.status == "processing")
+            .values(status=to, updated_at=utcnow(), **values)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def add_refunded(self, payment_id: str, amount: int) -> None:
+        await self.session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id)
+            .values(refunded_amount=Payment.refunded_amount + amount, updated_at=utcnow())
+        )
+
+    async def schedule_refund(self, refund_id: str, at: datetime) -> None:
+        await self.session.execute(
+            update(Refund)
+            .where(Refund.id == refund_id)
+            .values(next_recovery_at=at, recovery_attempts=Refund.recovery_attempts + 1)
+        )
+
+    async def refunds_due(self, now: datetime, limit: int) -> Sequence[Refund]:
+        stmt = (
+            select(Refund)
+            .where(Refund.status == "processing", Refund.next_recovery_at <= now)
+            .order_by(Refund.next_recovery_at)
+            .limit(limit)
+        )
+        return (await self.session.execute(stmt)).scalars().all()

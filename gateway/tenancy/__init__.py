@@ -1,0 +1,1 @@
+"""Schools, their admins, stores, devices and keys, students and cards, provider settings."""

@@ -1,0 +1,49 @@
+"""The sandbox app: every provider under /{name}, the shared control plane under /_control.
+
+Standalone: `uvicorn --factory sandbox.app:create_sandbox_app`. Inside the gateway:
+`app.mount("/sandbox", create_sandbox_app())`. Regenerate openapi/sandbox-ecard.json with
+`.venv/bin/python -c "import sandbox.app as s; s.write_ecard_openapi()"`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from sandbox.control import ControlPlane, control_router
+from sandbox.ecard import EcardProvider
+
+ECARD_OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "sandbox-ecard.json"
+
+
+def create_sandbox_app() -> FastAPI:
+    """A fresh sandbox with its own state: fixed test data, no faults, clock offset 0."""
+    control = ControlPlane()
+    EcardProvider(control)  # registers itself with the control plane
+    app = FastAPI(title="CampusPay sandbox", version="1")
+    app.state.control = control  # for in-process tests that want the control plane directly
+    app.include_router(control_router(control), prefix="/_control")
+    for name, provider in control.providers.items():
+        app.mount(f"/{name}", provider.app)
+    return app
+
+
+def ecard_openapi() -> dict[str, Any]:
+    """The machine-readable e-card provider API, as committed in openapi/sandbox-ecard.json."""
+    spec = EcardProvider(ControlPlane()).fastapi_app.openapi()
+    spec["servers"] = [
+        {"url": "http://127.0.0.1:8090/ecard", "description": "standalone sandbox"},
+        {"url": "http://127.0.0.1:8080/sandbox/ecard", "description": "inside campuspay serve (sandbox env)"},
+    ]
+    return spec
+
+
+def render_ecard_openapi() -> str:
+    return json.dumps(ecard_openapi(), indent=2, sort_keys=True) + "\n"
+
+
+def write_ecard_openapi() -> None:
+    ECARD_OPENAPI_PATH.write_text(render_ecard_openapi(), encoding="utf-8")

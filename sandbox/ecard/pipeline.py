@@ -1,0 +1,162 @@
+"""Between the wire and the ledger: authentication, signed answers, faults, magic amounts.
+
+Bodies are parsed by hand from the exact bytes (the signature covers them), after the request is
+authenticated, so a malformed request from a known merchant gets a signed 422 and a refused
+request changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import Request, Response
+from pydantic import BaseModel, ValidationError
+
+from sandbox.asgi import request_target
+from sandbox.control import ControlPlane, SimulatedDrop, fault_effect
+from sandbox.ecard import signing
+from sandbox.ecard.ledger import Outcome
+from sandbox.ecard.state import EcardState, Merchant
+from sandbox.testvalues import magic_amount
+
+PROVIDER = "ecard"
+M = TypeVar("M", bound=BaseModel)
+Apply = Callable[[Merchant, M], Outcome]
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"result": "ERROR", "code": code, "message": message}
+
+
+def validation_message(errors: Any) -> str:
+    parts = []
+    for item in errors:
+        where, what = ".".join(str(p) for p in item.get("loc", ())), item.get("msg", "invalid")
+        parts.append(f"{where}: {what}" if where else what)
+    return "; ".join(parts) or "malformed request"
+
+
+class EcardEndpoints:
+    """Everything between the wire and the ledger, for one sandbox's e-card state."""
+
+    def __init__(self, state: EcardState, control: ControlPlane) -> None:
+        self.state = state
+        self.control = control
+
+    def signed(
+        self,
+        merchant: Merchant,
+        request: Request,
+        status: int,
+        body: dict[str, Any],
+        *,
+        corrupt: bool = False,
+    ) -> Response:
+        raw = encode(body)
+        timestamp, nonce = str(int(self.control.now())), signing.new_nonce()
+        request_nonce = request.headers.get(signing.NONCE_HEADER, "")
+        signature = signing.sign_response(merchant.secret, status, request_nonce, timestamp, nonce, raw)
+        headers = {
+            signing.TIMESTAMP_HEADER: timestamp,
+            signing.NONCE_HEADER: nonce,
+            signing.SIGNATURE_HEADER: signing.corrupt(signature) if corrupt else signature,
+        }
+        return Response(raw, status_code=status, media_type="application/json", headers=headers)
+
+    async def authenticate(self, request: Request, raw: bytes) -> Merchant | Response:
+        """The merchant a request verifiably comes from, or the 401 to answer with."""
+        headers = request.headers
+        merchant = self.state.get(headers.get(signing.MERCHANT_HEADER))
+        if merchant is None:  # nothing to sign with: this one answer is unsigned
+            body = encode(error("MERCHANT_UNKNOWN", "unknown X-Ecard-Merchant"))
+            return Response(body, status_code=401, media_type="application/json")
+        timestamp = headers.get(signing.TIMESTAMP_HEADER, "")
+        nonce = headers.get(signing.NONCE_HEADER, "")
+        given = headers.get(signing.SIGNATURE_HEADER, "")
+
+        def refuse(code: str, message: str) -> Response:
+            return self.signed(merchant, request, 401, error(code, message))
+
+        if not (timestamp.isascii() and timestamp.isdigit()) or not signing.NONCE_PATTERN.fullmatch(nonce):
+            return refuse("SIGNATURE_INVALID", "missing or malformed X-Ecard-Timestamp or X-Ecard-Nonce")
+        path = request_target(request.scope)
+        expected = signing.sign_request(merchant.secret, request.method, path, timestamp, nonce, raw)
+        if not signing.signature_matches(expected, given):
+            return refuse("SIGNATURE_INVALID", f"signature does not verify for {request.method} {path}")
+        now = self.control.now()
+        if abs(now - int(timestamp)) > signing.TIMESTAMP_WINDOW_S:
+            return refuse("TIMESTAMP_EXPIRED", f"timestamp is more than {signing.TIMESTAMP_WINDOW_S}s off")
+        async with merchant.lock:
+            if not merchant.remember_nonce(nonce, now):
+                return refuse("NONCE_REUSED", "nonce already used")
+        return merchant
+
+    def invalid(self, merchant: Merchant, request: Request, errors: Any) -> Response:
+        return self.signed(merchant, request, 422, error("INVALID_REQUEST", validation_message(errors)))
+
+    async def handle(
+        self,
+        request: Request,
+        operation: str,
+        model: type[M],
+        apply: Apply[M],
+        path_fields: dict[str, str] | None = None,
+    ) -> Response:
+        raw = await request.body()
+        merchant = await self.authenticate(request, raw)
+        if isinstance(merchant, Response):
+            return merchant
+        try:
+            if path_fields is not None:
+                payload = model.model_validate(path_fields)
+            else:
+                payload = model.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            return self.invalid(merchant, request, exc.errors(include_url=False))
+        fields = payload.model_dump()
+        effect = None
+        rule = self.control.take_fault(PROVIDER, operation, fields)
+        if rule is not None:
+            effect = fault_effect(rule.action, rule.delay_ms)
+            source: dict[str, Any] = {"rule_id": rule.id, "action": rule.action}
+        elif operation == "consume" and (magic := magic_amount(PROVIDER, operation, fields["amount"])):
+            effect = fault_effect(magic.action, magic.delay_ms)
+            source = {"magic_ending": magic.ending, "action": magic.action}
+        if effect is None:
+            return self.signed(merchant, request, *await self._apply(merchant, payload, apply))
+        self.control.record(
+            PROVIDER,
+            "fault",
+            merchant.merchant_id,
+            operation=operation,
+            order_ref=fields.get("order_ref"),
+            **source,
+        )
+
+        internal = error("INTERNAL_ERROR", "internal error")
+        if effect.sleep_before_s:
+            await asyncio.sleep(effect.sleep_before_s)
+        if effect.error_before:
+            return self.signed(merchant, request, 500, internal)
+        status, body = await self._apply(merchant, payload, apply)
+        if effect.error_after:
+            return self.signed(merchant, request, 500, internal)
+        if effect.drop_after:
+            raise SimulatedDrop(f"{PROVIDER} {operation} applied; response dropped on purpose")
+        if effect.sleep_after_s:
+            await asyncio.sleep(effect.sleep_after_s)
+        return self.signed(merchant, request, status, body, corrupt=effect.bad_signature)
+
+    async def _apply(self, merchant: Merchant, payload: M, apply: Apply[M]) -> tuple[int, dict[str, Any]]:
+        async with merchant.lock:
+            outcome = apply(merchant, payload)
+            for kind, event_fields in outcome.events:
+                self.control.record(PROVIDER, kind, merchant.merchant_id, **event_fields)
+        return outcome.status, outcome.body
