@@ -108,11 +108,16 @@ def create_app(
         started = time.perf_counter()
         response: Response = await call_next(request)  # type: ignore[misc]
         route = getattr(request.scope.get("route"), "path", "unmatched")
-        HTTP_LATENCY.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - started)
+        HTTP_LATENCY.labels(request.method, route, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
         return response
 
-    app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes,
-                       large_paths={"/v1/offline-batches": settings.max_batch_body_bytes})
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        large_paths={"/v1/offline-batches": settings.max_batch_body_bytes},
+    )
     app.add_middleware(ResponseHeadersMiddleware)
     if settings.env is Environment.SANDBOX:
         from sandbox import create_sandbox_app
@@ -121,32 +126,58 @@ def create_app(
     return app
 
 
-async def build_services(settings: Settings, *, provider_transport: httpx.AsyncBaseTransport | None,
-                         clock: Callable[[], datetime]) -> Services:
+async def build_services(
+    settings: Settings, *, provider_transport: httpx.AsyncBaseTransport | None, clock: Callable[[], datetime]
+) -> Services:
     keyring = load_keyring(settings)
     db = Database(settings.effective_database_url)
     await db.migrate()
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     nonces: NonceStore = RedisNonceStore(redis, settings.redis_prefix) if redis else SqlNonceStore(db)
-    http = httpx.AsyncClient(transport=provider_transport, timeout=settings.provider_timeout_seconds,
-                             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    http = httpx.AsyncClient(
+        transport=provider_transport,
+        timeout=settings.provider_timeout_seconds,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
     registry = default_registry()
     tenancy = TenancyService(db, keyring)
     await _bootstrap_token(settings, tenancy)
     providers = ProviderSettings(db, keyring, registry, settings.env, http, settings.provider_timeout_seconds)
     resolver = Resolver(db, keyring, providers, clock=clock, interval=settings.recovery_interval_seconds)
     idempotency = IdempotencyService(db, keyring, timedelta(hours=settings.idempotency_retention_hours))
-    payments_service = PaymentService(db, keyring, tenancy, providers, resolver, clock=clock,
-                                      sync_budget=settings.sync_budget_seconds,
-                                      recovery_deadline=settings.recovery_deadline_seconds)
+    payments_service = PaymentService(
+        db,
+        keyring,
+        tenancy,
+        providers,
+        resolver,
+        clock=clock,
+        sync_budget=settings.sync_budget_seconds,
+        recovery_deadline=settings.recovery_deadline_seconds,
+    )
     return Services(
-        settings=settings, db=db, keyring=keyring, redis=redis, http=http, registry=registry, nonces=nonces,
-        devices=DeviceAuthenticator(db, keyring, nonces, public_base_url=settings.public_base_url,
-                                    max_skew=settings.signature_max_skew_seconds),
-        tokens=TokenAuthenticator(db), idempotency=idempotency, tenancy=tenancy, providers=providers,
+        settings=settings,
+        db=db,
+        keyring=keyring,
+        redis=redis,
+        http=http,
+        registry=registry,
+        nonces=nonces,
+        devices=DeviceAuthenticator(
+            db,
+            keyring,
+            nonces,
+            public_base_url=settings.public_base_url,
+            max_skew=settings.signature_max_skew_seconds,
+        ),
+        tokens=TokenAuthenticator(db),
+        idempotency=idempotency,
+        tenancy=tenancy,
+        providers=providers,
         payments=payments_service,
-        recovery=RecoveryWorker(db, resolver, idempotency, nonces, clock=clock,
-                                interval=settings.recovery_interval_seconds),
+        recovery=RecoveryWorker(
+            db, resolver, idempotency, nonces, clock=clock, interval=settings.recovery_interval_seconds
+        ),
         clock=clock,
     )
 

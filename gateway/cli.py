@@ -12,7 +12,9 @@ import uvicorn
 
 __all__ = ["app"]
 
-app = typer.Typer(help="CampusPay: a payment gateway for schools.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="CampusPay: a payment gateway for schools.", no_args_is_help=True, add_completion=False
+)
 
 
 @app.command()
@@ -68,7 +70,9 @@ def _seed_on_startup(application: object, data_dir: Path) -> None:
 @app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (use 80 for SDKs that cannot take a port; needs root)")] = 8090,
+    port: Annotated[
+        int, typer.Option(help="Port (use 80 for SDKs that cannot take a port; needs root)")
+    ] = 8090,
 ) -> None:
     """Run the sandbox providers alone."""
     from sandbox import create_sandbox_app
@@ -90,7 +94,9 @@ def openapi(
 
 @app.command()
 def keys(
-    out: Annotated[Path | None, typer.Option(help="Write <out>.pem (private) and <out>.pub.pem (public)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write <out>.pem (private) and <out>.pub.pem (public)")
+    ] = None,
 ) -> None:
     """Generate an Ed25519 device key pair (register the public key with the school's admin API)."""
     from gateway.client import generate_ed25519_keypair

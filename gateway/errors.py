@@ -86,7 +86,9 @@ CODES: dict[str, tuple[int, str]] = {
 }
 
 
-def problem_body(code: str, detail: str | None = None, *, request_id: str | None = None, **extra: Any) -> dict[str, Any]:
+def problem_body(
+    code: str, detail: str | None = None, *, request_id: str | None = None, **extra: Any
+) -> dict[str, Any]:
     status, title = CODES[code]
     body: dict[str, Any] = {
         "type": f"urn:campuspay:problem:{code}",

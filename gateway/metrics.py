@@ -10,5 +10,9 @@ REGISTRY = CollectorRegistry()
 HTTP_LATENCY = Histogram(
     "campuspay_http_request_seconds", "HTTP request latency", ["method", "route", "status"], registry=REGISTRY
 )
-PAYMENTS = Counter("campuspay_payments_total", "Payments answered, by method and status", ["method", "status"],
-                   registry=REGISTRY)
+PAYMENTS = Counter(
+    "campuspay_payments_total",
+    "Payments answered, by method and status",
+    ["method", "status"],
+    registry=REGISTRY,
+)

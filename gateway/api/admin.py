@@ -50,8 +50,13 @@ async def create_school(body: SchoolIn, admin: AdminDep, services: ServicesDep) 
 @router.post("/v1/schools/{school_id}/stores", status_code=201, response_model=StoreOut, responses=_PROBLEMS)
 async def create_store(school_id: str, body: StoreIn, admin: AdminDep, services: ServicesDep) -> Any:
     admin.require_school(school_id)
-    return await services.tenancy.create_store(school_id, name=body.name, merchant_category=body.merchant_category,
-                                               timezone=body.timezone, actor=_actor(admin))
+    return await services.tenancy.create_store(
+        school_id,
+        name=body.name,
+        merchant_category=body.merchant_category,
+        timezone=body.timezone,
+        actor=_actor(admin),
+    )
 
 
 @router.get("/v1/schools/{school_id}/stores", response_model=list[StoreOut], responses=_PROBLEMS)
@@ -60,35 +65,54 @@ async def list_stores(school_id: str, admin: AdminDep, services: ServicesDep) ->
     return await services.tenancy.list_stores(school_id)
 
 
-@router.post("/v1/schools/{school_id}/devices", status_code=201, response_model=DeviceOut, responses=_PROBLEMS)
+@router.post(
+    "/v1/schools/{school_id}/devices", status_code=201, response_model=DeviceOut, responses=_PROBLEMS
+)
 async def create_device(school_id: str, body: DeviceIn, admin: AdminDep, services: ServicesDep) -> Any:
     admin.require_school(school_id)
-    return await services.tenancy.create_device(school_id, name=body.name, alg=body.alg, public_key=body.public_key,
-                                                actor=_actor(admin))
+    return await services.tenancy.create_device(
+        school_id, name=body.name, alg=body.alg, public_key=body.public_key, actor=_actor(admin)
+    )
 
 
 @router.get("/v1/schools/{school_id}/devices", response_model=list[DeviceView], responses=_PROBLEMS)
 async def list_devices(school_id: str, admin: AdminDep, services: ServicesDep) -> Any:
     admin.require_school(school_id)
     return [
-        {"device_id": d.id, "name": d.name, "status": d.status,
-         "keys": [{"key_id": k.key_id, "alg": k.alg, "status": k.status, "created_at": k.created_at} for k in keys]}
+        {
+            "device_id": d.id,
+            "name": d.name,
+            "status": d.status,
+            "keys": [
+                {"key_id": k.key_id, "alg": k.alg, "status": k.status, "created_at": k.created_at}
+                for k in keys
+            ],
+        }
         for d, keys in await services.tenancy.list_devices(school_id)
     ]
 
 
-@router.post("/v1/schools/{school_id}/devices/{device_id}/keys", status_code=201, response_model=DeviceOut,
-             responses=_PROBLEMS)
-async def add_device_key(school_id: str, device_id: str, body: DeviceKeyIn, admin: AdminDep,
-                         services: ServicesDep) -> Any:
+@router.post(
+    "/v1/schools/{school_id}/devices/{device_id}/keys",
+    status_code=201,
+    response_model=DeviceOut,
+    responses=_PROBLEMS,
+)
+async def add_device_key(
+    school_id: str, device_id: str, body: DeviceKeyIn, admin: AdminDep, services: ServicesDep
+) -> Any:
     admin.require_school(school_id)
-    return await services.tenancy.add_key(school_id, device_id, alg=body.alg, public_key=body.public_key,
-                                          actor=_actor(admin))
+    return await services.tenancy.add_key(
+        school_id, device_id, alg=body.alg, public_key=body.public_key, actor=_actor(admin)
+    )
 
 
-@router.delete("/v1/schools/{school_id}/devices/{device_id}/keys/{key_id}", status_code=204, responses=_PROBLEMS)
-async def retire_device_key(school_id: str, device_id: str, key_id: str, admin: AdminDep,
-                            services: ServicesDep) -> Response:
+@router.delete(
+    "/v1/schools/{school_id}/devices/{device_id}/keys/{key_id}", status_code=204, responses=_PROBLEMS
+)
+async def retire_device_key(
+    school_id: str, device_id: str, key_id: str, admin: AdminDep, services: ServicesDep
+) -> Response:
     admin.require_school(school_id)
     await services.tenancy.retire_key(school_id, device_id, key_id, _actor(admin))
     return Response(status_code=204)
@@ -101,11 +125,14 @@ async def revoke_device(school_id: str, device_id: str, admin: AdminDep, service
     return Response(status_code=204)
 
 
-@router.post("/v1/schools/{school_id}/students", status_code=201, response_model=StudentOut, responses=_PROBLEMS)
+@router.post(
+    "/v1/schools/{school_id}/students", status_code=201, response_model=StudentOut, responses=_PROBLEMS
+)
 async def create_student(school_id: str, body: StudentIn, admin: AdminDep, services: ServicesDep) -> Any:
     admin.require_school(school_id)
-    return await services.tenancy.create_student(school_id, external_ref=body.external_ref, age_band=body.age_band,
-                                                 name=body.name, actor=_actor(admin))
+    return await services.tenancy.create_student(
+        school_id, external_ref=body.external_ref, age_band=body.age_band, name=body.name, actor=_actor(admin)
+    )
 
 
 @router.post("/v1/schools/{school_id}/cards", status_code=201, response_model=CardOut, responses=_PROBLEMS)
@@ -113,16 +140,28 @@ async def bind_card(school_id: str, body: CardIn, admin: AdminDep, services: Ser
     admin.require_school(school_id)
     if body.funding_adapter not in services.registry:
         raise Unprocessable("unknown_adapter", f"no adapter named {body.funding_adapter!r}")
-    return await services.tenancy.bind_card(school_id, student_id=body.student_id, card_no=body.card_no,
-                                            funding_adapter=body.funding_adapter, actor=_actor(admin))
+    return await services.tenancy.bind_card(
+        school_id,
+        student_id=body.student_id,
+        card_no=body.card_no,
+        funding_adapter=body.funding_adapter,
+        actor=_actor(admin),
+    )
 
 
 @router.put("/v1/schools/{school_id}/providers/{adapter}", response_model=ProviderOut, responses=_PROBLEMS)
-async def put_provider(school_id: str, adapter: str, body: ProviderIn, admin: AdminDep,
-                       services: ServicesDep) -> Any:
+async def put_provider(
+    school_id: str, adapter: str, body: ProviderIn, admin: AdminDep, services: ServicesDep
+) -> Any:
     admin.require_school(school_id)
-    return await services.providers.put(school_id, adapter, endpoint=body.endpoint, credentials=body.credentials,
-                                        options=body.options, actor=_actor(admin))
+    return await services.providers.put(
+        school_id,
+        adapter,
+        endpoint=body.endpoint,
+        credentials=body.credentials,
+        options=body.options,
+        actor=_actor(admin),
+    )
 
 
 @router.get("/v1/schools/{school_id}/providers/{adapter}", response_model=ProviderOut, responses=_PROBLEMS)
@@ -134,8 +173,11 @@ async def get_provider(school_id: str, adapter: str, admin: AdminDep, services: 
     return view
 
 
-@router.post("/v1/schools/{school_id}/providers/{adapter}/check", response_model=ProviderCheckOut,
-             responses={**_PROBLEMS, 502: {"model": Problem}})
+@router.post(
+    "/v1/schools/{school_id}/providers/{adapter}/check",
+    response_model=ProviderCheckOut,
+    responses={**_PROBLEMS, 502: {"model": Problem}},
+)
 async def check_provider(school_id: str, adapter: str, admin: AdminDep, services: ServicesDep) -> Any:
     admin.require_school(school_id)
     instance = await services.providers.adapter(school_id, adapter)
@@ -151,8 +193,13 @@ async def check_provider(school_id: str, adapter: str, admin: AdminDep, services
 
 
 @router.get("/v1/schools/{school_id}/audit", responses=_PROBLEMS)
-async def audit_log(school_id: str, admin: AdminDep, services: ServicesDep,
-                    after_seq: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+async def audit_log(
+    school_id: str,
+    admin: AdminDep,
+    services: ServicesDep,
+    after_seq: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
     admin.require_school(school_id)
     return {"data": await read_entries(services.db, school_id, after_seq, limit)}
 

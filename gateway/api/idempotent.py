@@ -22,7 +22,9 @@ Execute = Callable[[Claim], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 def _json(status: int, body: dict[str, Any], **headers: str) -> Response:
-    return Response(json.dumps(body).encode(), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        json.dumps(body).encode(), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def resource_response(resource: Payment | Refund) -> Response:
@@ -38,8 +40,12 @@ async def run_idempotent(request: Request, services: Services, caller: Caller, e
     claim = await services.idempotency.claim(caller.device_id, key, fingerprint)
     if claim.action == "replay":
         assert claim.status is not None and claim.body is not None
-        return Response(claim.body, status_code=claim.status, media_type="application/json",
-                        headers={"Idempotent-Replayed": "true"})
+        return Response(
+            claim.body,
+            status_code=claim.status,
+            media_type="application/json",
+            headers={"Idempotent-Replayed": "true"},
+        )
     if claim.action == "resource":
         assert claim.resource_type is not None and claim.resource_id is not None
         resource = await services.payments.snapshot(claim.resource_type, claim.resource_id)

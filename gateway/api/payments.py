@@ -29,16 +29,26 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 
 def _body_spec(model: type[Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema(
-        ref_template="#/components/schemas/{model}")}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")
+                }
+            },
+        }
+    }
 
 
 @router.post(
     "/v1/payments",
     status_code=201,
     response_model=PaymentOut,
-    responses={202: {"model": PaymentOut, "description": "Outcome not known within the synchronous budget"},
-               **_PROBLEMS},
+    responses={
+        202: {"model": PaymentOut, "description": "Outcome not known within the synchronous budget"},
+        **_PROBLEMS,
+    },
     openapi_extra=_body_spec(PaymentCreate),
     summary="Pay by card or face",
 )
@@ -52,16 +62,22 @@ async def create_payment(request: Request, caller: DeviceDep, services: Services
     try:
         data: PaymentCreate = PaymentCreate.model_validate_json(body or b"{}")
     except ValidationError as exc:
-        return validation_problem(list(exc.errors()), getattr(request.state, "request_id", None))
+        return validation_problem(exc.errors(), getattr(request.state, "request_id", None))
     cred = data.credential
     if data.method == "card" and not hasattr(cred, "card_no"):
         raise Unprocessable("validation_error", "a card payment needs credential.card_no")
     if data.method == "face" and not hasattr(cred, "face_token"):
         raise Unprocessable("validation_error", "a face payment needs credential.face_token")
     payment_input = PaymentInput(
-        merchant_order_id=data.merchant_order_id, amount=data.amount, currency=data.currency, method=data.method,
-        store_id=data.store_id, card_no=getattr(cred, "card_no", None), pin=getattr(cred, "pin", None),
-        face_token=getattr(cred, "face_token", None), description=data.description,
+        merchant_order_id=data.merchant_order_id,
+        amount=data.amount,
+        currency=data.currency,
+        method=data.method,
+        store_id=data.store_id,
+        card_no=getattr(cred, "card_no", None),
+        pin=getattr(cred, "pin", None),
+        face_token=getattr(cred, "face_token", None),
+        description=data.description,
         terminal_params=data.terminal_params,
     )
 
@@ -72,15 +88,22 @@ async def create_payment(request: Request, caller: DeviceDep, services: Services
     return await run_idempotent(request, services, caller, execute)
 
 
-@router.get("/v1/payments/{payment_id}", response_model=PaymentOut, responses=_PROBLEMS, summary="One payment")
+@router.get(
+    "/v1/payments/{payment_id}", response_model=PaymentOut, responses=_PROBLEMS, summary="One payment"
+)
 async def get_payment(payment_id: str, caller: DeviceDep, services: ServicesDep) -> dict[str, Any]:
     return payment_resource(await services.payments.get(caller, payment_id))
 
 
-@router.get("/v1/payments", response_model=PaymentList, responses=_PROBLEMS,
-            summary="This device's payments for one of its order ids")
-async def list_payments(caller: DeviceDep, services: ServicesDep,
-                        merchant_order_id: str = Query(min_length=1, max_length=64)) -> dict[str, Any]:
+@router.get(
+    "/v1/payments",
+    response_model=PaymentList,
+    responses=_PROBLEMS,
+    summary="This device's payments for one of its order ids",
+)
+async def list_payments(
+    caller: DeviceDep, services: ServicesDep, merchant_order_id: str = Query(min_length=1, max_length=64)
+) -> dict[str, Any]:
     payments = await services.payments.list_for_order(caller, merchant_order_id)
     return {"data": [payment_resource(p) for p in payments]}
 
@@ -91,7 +114,9 @@ async def list_payments(caller: DeviceDep, services: ServicesDep,
     responses={202: {"model": PaymentOut, "description": "Reversal sent; not yet acknowledged"}, **_PROBLEMS},
     summary="Reverse a payment before the store's day ends",
 )
-async def cancel_payment(payment_id: str, request: Request, caller: DeviceDep, services: ServicesDep) -> Response:
+async def cancel_payment(
+    payment_id: str, request: Request, caller: DeviceDep, services: ServicesDep
+) -> Response:
     async def execute(claim: Claim) -> tuple[int, dict[str, Any]]:
         payment = await services.payments.cancel(caller, payment_id, claim)
         return (202 if is_pending(payment) else 200), payment_resource(payment)
@@ -107,12 +132,14 @@ async def cancel_payment(payment_id: str, request: Request, caller: DeviceDep, s
     openapi_extra=_body_spec(RefundCreate),
     summary="Refund all or part of a payment",
 )
-async def create_refund(payment_id: str, request: Request, caller: DeviceDep, services: ServicesDep) -> Response:
+async def create_refund(
+    payment_id: str, request: Request, caller: DeviceDep, services: ServicesDep
+) -> Response:
     body = await request.body()
     try:
         data = RefundCreate.model_validate_json(body or b"{}")
     except ValidationError as exc:
-        return validation_problem(list(exc.errors()), getattr(request.state, "request_id", None))
+        return validation_problem(exc.errors(), getattr(request.state, "request_id", None))
 
     async def execute(claim: Claim) -> tuple[int, dict[str, Any]]:
         refund = await services.payments.refund(caller, payment_id, data.amount, data.reason, claim)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Mapping, Sequence
 from email.utils import formatdate
 from typing import Any
 
@@ -27,17 +28,27 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def problem_response(code: str, detail: str | None, request_id: str | None, *, headers: dict[str, str] | None = None,
-                     **extra: Any) -> Response:
+def problem_response(
+    code: str,
+    detail: str | None,
+    request_id: str | None,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
     body = problem_body(code, detail, request_id=request_id, **extra)
-    return Response(json.dumps(body).encode(), status_code=body["status"], media_type=PROBLEM_JSON, headers=headers)
+    return Response(
+        json.dumps(body).encode(), status_code=body["status"], media_type=PROBLEM_JSON, headers=headers
+    )
 
 
-def validation_problem(errors: list[dict[str, Any]], request_id: str | None) -> Response:
-    cleaned = [
-        {"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in errors
-    ]  # never echo the input back: it may hold a PIN or a card number
-    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in cleaned)[:500]
+def validation_problem(errors: Sequence[Mapping[str, Any]], request_id: str | None) -> Response:
+    # never echo the input back: it may hold a PIN or a card number
+    cleaned: list[dict[str, Any]] = [
+        {"loc": [str(p) for p in (e.get("loc") or ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
+        for e in errors
+    ]
+    detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in cleaned)[:500]
     return problem_response("validation_error", detail, request_id, errors=cleaned)
 
 
@@ -48,7 +59,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        return validation_problem(list(exc.errors()), _request_id(request))
+        return validation_problem(exc.errors(), _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -103,7 +114,8 @@ class BodyLimitMiddleware:
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await problem_response("payload_too_large", f"body exceeds {limit} bytes", request_id)(
-                    scope, receive, send)
+                    scope, receive, send
+                )
                 return
         received = 0
 

@@ -36,7 +36,9 @@ class Strict(BaseModel):
 
 
 class CardCredentialIn(Strict):
-    card_no: Annotated[str, Field(pattern=r"^[0-9]{8,19}$", description="The card number (stored only hashed)")]
+    card_no: Annotated[
+        str, Field(pattern=r"^[0-9]{8,19}$", description="The card number (stored only hashed)")
+    ]
     pin: Annotated[str | None, Field(pattern=r"^[0-9]{4,6}$", description="Never stored or logged")] = None
 
 
@@ -119,7 +121,9 @@ class SchoolOut(BaseModel):
 
 class StoreIn(Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    merchant_category: Annotated[str, Field(pattern=r"^[a-z_]{2,40}$", examples=["canteen", "shop", "vending"])]
+    merchant_category: Annotated[
+        str, Field(pattern=r"^[a-z_]{2,40}$", examples=["canteen", "shop", "vending"])
+    ]
     timezone: Annotated[str, Field(min_length=1, max_length=64, examples=["Asia/Shanghai"])] = "Asia/Shanghai"
 
 
@@ -163,7 +167,9 @@ class DeviceView(BaseModel):
 
 
 class StudentIn(Strict):
-    external_ref: Annotated[str, Field(min_length=1, max_length=64, description="The school's student number")]
+    external_ref: Annotated[
+        str, Field(min_length=1, max_length=64, description="The school's student number")
+    ]
     age_band: Literal["under_14", "14_17", "adult"]
     name: Annotated[str | None, Field(max_length=100, description="Encrypted at rest")] = None
 

@@ -33,20 +33,22 @@ class DeviceAuthenticator:
         self.public_base_url = public_base_url
         self.max_skew = max_skew
 
-    async def authenticate(self, *, method: str, path_and_query: str, headers: Mapping[str, str], body: bytes
-                           ) -> DeviceIdentity:
+    async def authenticate(
+        self, *, method: str, path_and_query: str, headers: Mapping[str, str], body: bytes
+    ) -> DeviceIdentity:
         params = parse_signature_params(headers)
         check_freshness(params, utcnow(), self.max_skew)
         async with self.db.transaction() as session:
             row = (
                 await session.execute(
-                    select(DeviceKey, Device).join(Device, Device.id == DeviceKey.device_id)
+                    select(DeviceKey, Device)
+                    .join(Device, Device.id == DeviceKey.device_id)
                     .where(DeviceKey.key_id == params.key_id)
                 )
             ).one_or_none()
         if row is None:
             raise Unauthorized("key_unknown")
-        key, device = row.tuple()
+        key, device = row[0], row[1]
         if device.status != "active":
             raise Unauthorized("device_revoked")
         if key.status != "active":

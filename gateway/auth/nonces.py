@@ -49,7 +49,9 @@ class RedisNonceStore:
         self.prefix = prefix
 
     async def claim(self, key_id: str, nonce: str, ttl: timedelta) -> bool:
-        ok = await self.redis.set(f"{self.prefix}nonce:{key_id}:{nonce}", b"1", nx=True, px=int(ttl.total_seconds() * 1000))
+        ok = await self.redis.set(
+            f"{self.prefix}nonce:{key_id}:{nonce}", b"1", nx=True, px=int(ttl.total_seconds() * 1000)
+        )
         return bool(ok)
 
     async def purge(self, now: datetime) -> int:

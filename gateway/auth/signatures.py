@@ -18,7 +18,12 @@ from typing import Any
 
 import http_sf
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from http_message_signatures import HTTPMessageVerifier, HTTPSignatureKeyResolver, InvalidSignature, algorithms
+from http_message_signatures import (
+    HTTPMessageVerifier,
+    HTTPSignatureKeyResolver,
+    InvalidSignature,
+    algorithms,
+)
 from http_message_signatures.digests import ContentDigest
 
 from gateway.errors import Unauthorized
@@ -45,7 +50,7 @@ class _Message:
     headers: dict[str, str]
 
 
-class _OneKey(HTTPSignatureKeyResolver):  # type: ignore[misc]
+class _OneKey(HTTPSignatureKeyResolver):
     def __init__(self, key_id: str, key: Any) -> None:
         self.key_id, self.key = key_id, key
 
@@ -124,7 +129,9 @@ def verify_signature(
         key: Any = load_pem_public_key(key_material.encode())
     else:
         key = key_material.encode()
-    verifier = HTTPMessageVerifier(signature_algorithm=ALGORITHMS[registered_alg], key_resolver=_OneKey(params.key_id, key))
+    verifier = HTTPMessageVerifier(
+        signature_algorithm=ALGORITHMS[registered_alg], key_resolver=_OneKey(params.key_id, key)
+    )
     verifier.max_clock_skew = dt.timedelta(seconds=max_skew)
     message = _Message(method=method.upper(), url=target_uri, headers=dict(headers))
     try:

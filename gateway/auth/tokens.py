@@ -49,12 +49,17 @@ class TokenAuthenticator:
 
     async def authenticate(self, authorization: str | None) -> AdminPrincipal:
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthorized("token_invalid", "Authorization: Bearer <token> required",
-                               headers={"WWW-Authenticate": 'Bearer realm="campuspay"'})
+            raise Unauthorized(
+                "token_invalid",
+                "Authorization: Bearer <token> required",
+                headers={"WWW-Authenticate": 'Bearer realm="campuspay"'},
+            )
         token = authorization[7:].strip()
         digest = hash_token(token)
         async with self.db.transaction() as session:
-            key = (await session.execute(select(ApiKey).where(ApiKey.token_hash == digest))).scalar_one_or_none()
+            key = (
+                await session.execute(select(ApiKey).where(ApiKey.token_hash == digest))
+            ).scalar_one_or_none()
         if key is None or key.revoked_at is not None or not hmac.compare_digest(key.token_hash, digest):
             raise Unauthorized("token_invalid", headers={"WWW-Authenticate": 'Bearer realm="campuspay"'})
         return AdminPrincipal(role=key.role, school_id=key.school_id, key_id=key.id)

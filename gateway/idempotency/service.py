@@ -62,7 +62,9 @@ class IdempotencyService:
     def fingerprint(self, method: str, path: str, body: bytes) -> str:
         # Keyed, so a stored fingerprint reveals nothing about the request it came from.
         key = self.keyring.derive("idempotency-fingerprint")
-        return hmac.new(key, method.upper().encode() + b"\n" + path.encode() + b"\n" + body, hashlib.sha256).hexdigest()
+        return hmac.new(
+            key, method.upper().encode() + b"\n" + path.encode() + b"\n" + body, hashlib.sha256
+        ).hexdigest()
 
     async def claim(self, device_id: str, key: str, fingerprint: str) -> Claim:
         now = utcnow()
@@ -89,10 +91,17 @@ class IdempotencyService:
             if not hmac.compare_digest(record.fingerprint, fingerprint):
                 raise Unprocessable("idempotency_key_reused")
             if record.state == "done":
-                return Claim("replay", device_id, key, status=record.response_status, body=record.response_body)
+                return Claim(
+                    "replay", device_id, key, status=record.response_status, body=record.response_body
+                )
             if record.resource_id is not None:
-                return Claim("resource", device_id, key, resource_type=record.resource_type,
-                             resource_id=record.resource_id)
+                return Claim(
+                    "resource",
+                    device_id,
+                    key,
+                    resource_type=record.resource_type,
+                    resource_id=record.resource_id,
+                )
             assert record.locked_until is not None
             if record.locked_until > now:
                 retry_after = max(1, int((record.locked_until - now).total_seconds()) // 10 or 1)
@@ -142,5 +151,7 @@ class IdempotencyService:
 
     async def purge(self, now: datetime) -> int:
         async with self.db.transaction() as session:
-            result = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now))
+            result = await session.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now)
+            )
             return int(result.rowcount)  # type: ignore[attr-defined]

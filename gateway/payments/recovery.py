@@ -31,8 +31,17 @@ ACTOR = "system:recovery"
 
 
 class RecoveryWorker:
-    def __init__(self, db: Database, resolver: Resolver, idempotency: IdempotencyService, nonces: NonceStore, *,
-                 clock: Callable[[], datetime], interval: float, batch: int = 50) -> None:
+    def __init__(
+        self,
+        db: Database,
+        resolver: Resolver,
+        idempotency: IdempotencyService,
+        nonces: NonceStore,
+        *,
+        clock: Callable[[], datetime],
+        interval: float,
+        batch: int = 50,
+    ) -> None:
         self.db, self.resolver, self.idempotency, self.nonces = db, resolver, idempotency, nonces
         self.clock, self.interval, self.batch = clock, interval, batch
         self._task: asyncio.Task[None] | None = None
@@ -40,7 +49,8 @@ class RecoveryWorker:
     async def _lease(self, model: type[Payment] | type[Refund], row_id: str, seen: datetime | None) -> bool:
         async with self.db.transaction() as session:
             result = await session.execute(
-                update(model).where(model.id == row_id, model.next_recovery_at == seen)
+                update(model)
+                .where(model.id == row_id, model.next_recovery_at == seen)
                 .values(next_recovery_at=self.clock() + LEASE)
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]

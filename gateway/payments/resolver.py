@@ -50,41 +50,91 @@ def _event_data(p: Payment) -> dict[str, Any]:
 
 
 class Resolver:
-    def __init__(self, db: Database, keyring: Keyring, providers: ProviderSettings, *,
-                 clock: Callable[[], datetime], interval: float) -> None:
-        self.db, self.keyring, self.providers, self.clock, self.interval = db, keyring, providers, clock, interval
+    def __init__(
+        self,
+        db: Database,
+        keyring: Keyring,
+        providers: ProviderSettings,
+        *,
+        clock: Callable[[], datetime],
+        interval: float,
+    ) -> None:
+        self.db, self.keyring, self.providers, self.clock, self.interval = (
+            db,
+            keyring,
+            providers,
+            clock,
+            interval,
+        )
 
     def backoff(self, attempts: int) -> timedelta:
         return timedelta(seconds=min(self.interval * (2 ** min(attempts, 10)), MAX_BACKOFF))
 
-    async def finish(self, payment_id: str, to: str, *, actor: str, from_statuses: tuple[str, ...] = ("processing",),
-                     guard_reversal: bool = False, provider_code: str | None = None, **values: Any) -> bool:
+    async def finish(
+        self,
+        payment_id: str,
+        to: str,
+        *,
+        actor: str,
+        from_statuses: tuple[str, ...] = ("processing",),
+        guard_reversal: bool = False,
+        provider_code: str | None = None,
+        **values: Any,
+    ) -> bool:
         """One transaction: CAS the status, update the attempt, audit, outbox."""
         async with self.db.transaction() as session:
             repo = PaymentRepository(session)
-            moved = await repo.transition(payment_id, from_statuses=from_statuses, to=to,
-                                          unless_reversal_requested=guard_reversal, next_recovery_at=None, **values)
+            moved = await repo.transition(
+                payment_id,
+                from_statuses=from_statuses,
+                to=to,
+                unless_reversal_requested=guard_reversal,
+                next_recovery_at=None,
+                **values,
+            )
             if not moved:
                 return False
             await repo.update_attempt(payment_id, {"canceled": "reversed"}.get(to, to), provider_code)
             payment = await repo.get(payment_id)
             assert payment is not None
-            await audit.append(session, self.keyring, chain=payment.school_id, actor=actor, action=f"payment.{to}",
-                               object_type="payment", object_id=payment.id,
-                               data={"amount": payment.amount, "failure_code": payment.failure_code,
-                                     "provider_code": provider_code, "refunded_amount": payment.refunded_amount})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=payment.school_id,
+                actor=actor,
+                action=f"payment.{to}",
+                object_type="payment",
+                object_id=payment.id,
+                data={
+                    "amount": payment.amount,
+                    "failure_code": payment.failure_code,
+                    "provider_code": provider_code,
+                    "refunded_amount": payment.refunded_amount,
+                },
+            )
             emit(session, school_id=payment.school_id, event_type=f"payment.{to}", data=_event_data(payment))
             return True
 
     async def apply(self, payment: Payment, result: ProviderResult, *, actor: str) -> None:
         """Apply the answer to a pay or a query."""
         if result.outcome is Outcome.SUCCEEDED:
-            await self.finish(payment.id, "succeeded", actor=actor, guard_reversal=True,
-                              provider_txn_id=result.provider_txn_id)
+            await self.finish(
+                payment.id,
+                "succeeded",
+                actor=actor,
+                guard_reversal=True,
+                provider_txn_id=result.provider_txn_id,
+            )
         elif result.outcome is Outcome.FAILED:
             code = failure_code_for(result.code)
-            await self.finish(payment.id, "failed", actor=actor, provider_code=result.code, failure_code=code,
-                              failure_message=FAILURE_MESSAGES.get(code, result.message or code))
+            await self.finish(
+                payment.id,
+                "failed",
+                actor=actor,
+                provider_code=result.code,
+                failure_code=code,
+                failure_message=FAILURE_MESSAGES.get(code, result.message or code),
+            )
         elif result.outcome is Outcome.REVERSED:
             await self._reversed(payment, actor=actor, provider_code=result.code)
         else:
@@ -95,30 +145,49 @@ class Resolver:
 
     async def _reversed(self, payment: Payment, *, actor: str, provider_code: str | None = None) -> None:
         if payment.status == "succeeded" or payment.reversal_requested == REVERSAL_BY_TERMINAL:
-            await self.finish(payment.id, "canceled", actor=actor, from_statuses=("processing", "succeeded"),
-                              provider_code=provider_code,
-                              refunded_amount=payment.amount if payment.status == "succeeded" else 0)
+            await self.finish(
+                payment.id,
+                "canceled",
+                actor=actor,
+                from_statuses=("processing", "succeeded"),
+                provider_code=provider_code,
+                refunded_amount=payment.amount if payment.status == "succeeded" else 0,
+            )
         else:
             code = "outcome_unknown_reversed"
-            await self.finish(payment.id, "failed", actor=actor, provider_code=provider_code, failure_code=code,
-                              failure_message=FAILURE_MESSAGES[code])
+            await self.finish(
+                payment.id,
+                "failed",
+                actor=actor,
+                provider_code=provider_code,
+                failure_code=code,
+                failure_message=FAILURE_MESSAGES[code],
+            )
 
     async def step(self, payment_id: str, *, actor: str) -> Payment:
         """One recovery step for a payment that is processing or awaiting its reversal."""
         async with self.db.transaction() as session:
             payment = await PaymentRepository(session).get(payment_id)
         assert payment is not None
-        pending = payment.status == "processing" or (payment.status == "succeeded" and payment.reversal_requested)
+        pending = payment.status == "processing" or (
+            payment.status == "succeeded" and payment.reversal_requested
+        )
         if not pending or payment.adapter is None or payment.provider_reference is None:
             return payment
         adapter = await self.providers.adapter(payment.school_id, payment.adapter)
         if adapter is None:
-            log.error("payment %s: provider settings for %s are gone; will retry", payment.id, payment.adapter)
+            log.error(
+                "payment %s: provider settings for %s are gone; will retry", payment.id, payment.adapter
+            )
             await self._reschedule(payment)
-        elif payment.reversal_requested or (payment.recovery_deadline and self.clock() >= payment.recovery_deadline):
+        elif payment.reversal_requested or (
+            payment.recovery_deadline and self.clock() >= payment.recovery_deadline
+        ):
             await self._reverse(adapter, payment, actor=actor)
         else:
-            await self.apply(payment, await self._safe(adapter.query, payment.provider_reference), actor=actor)
+            await self.apply(
+                payment, await self._safe(adapter.query, payment.provider_reference), actor=actor
+            )
         async with self.db.transaction() as session:
             fresh = await PaymentRepository(session).get(payment_id)
         assert fresh is not None
@@ -127,11 +196,19 @@ class Resolver:
     async def _reverse(self, adapter: Adapter, payment: Payment, *, actor: str) -> None:
         if not payment.reversal_requested:
             async with self.db.transaction() as session:
-                await PaymentRepository(session).request_reversal(payment.id, ("processing",),
-                                                                  by=REVERSAL_BY_RECOVERY)
-                await audit.append(session, self.keyring, chain=payment.school_id, actor=actor,
-                                   action="payment.reversal_requested", object_type="payment",
-                                   object_id=payment.id, data={"reason": "outcome unknown past deadline"})
+                await PaymentRepository(session).request_reversal(
+                    payment.id, ("processing",), by=REVERSAL_BY_RECOVERY
+                )
+                await audit.append(
+                    session,
+                    self.keyring,
+                    chain=payment.school_id,
+                    actor=actor,
+                    action="payment.reversal_requested",
+                    object_type="payment",
+                    object_id=payment.id,
+                    data={"reason": "outcome unknown past deadline"},
+                )
             payment.reversal_requested = REVERSAL_BY_RECOVERY
         assert payment.provider_reference is not None
         result = await self._safe(adapter.cancel, payment.provider_reference)
@@ -142,7 +219,9 @@ class Resolver:
 
     async def _reschedule(self, payment: Payment) -> None:
         async with self.db.transaction() as session:
-            await PaymentRepository(session).schedule(payment.id, self.clock() + self.backoff(payment.recovery_attempts))
+            await PaymentRepository(session).schedule(
+                payment.id, self.clock() + self.backoff(payment.recovery_attempts)
+            )
 
     @staticmethod
     async def _safe(call: Callable[[str], Any], reference: str) -> ProviderResult:
@@ -164,19 +243,39 @@ class Resolver:
                     await self._refund_records(session, refund, "succeeded", actor)
             elif result.outcome is Outcome.FAILED:
                 code = (result.code or "provider_declined").lower()
-                if await repo.transition_refund(refund.id, "failed", next_recovery_at=None, failure_code=code,
-                                                failure_message=result.message or code):
+                if await repo.transition_refund(
+                    refund.id,
+                    "failed",
+                    next_recovery_at=None,
+                    failure_code=code,
+                    failure_message=result.message or code,
+                ):
                     await self._refund_records(session, refund, "failed", actor)
             else:
                 await repo.schedule_refund(refund.id, self.clock() + self.backoff(refund.recovery_attempts))
 
     async def _refund_records(self, session: Any, refund: Refund, status: str, actor: str) -> None:
-        await audit.append(session, self.keyring, chain=refund.school_id, actor=actor, action=f"refund.{status}",
-                           object_type="refund", object_id=refund.id,
-                           data={"payment_id": refund.payment_id, "amount": refund.amount})
-        emit(session, school_id=refund.school_id, event_type=f"refund.{status}",
-             data={"refund_id": refund.id, "payment_id": refund.payment_id, "amount": refund.amount,
-                   "status": status})
+        await audit.append(
+            session,
+            self.keyring,
+            chain=refund.school_id,
+            actor=actor,
+            action=f"refund.{status}",
+            object_type="refund",
+            object_id=refund.id,
+            data={"payment_id": refund.payment_id, "amount": refund.amount},
+        )
+        emit(
+            session,
+            school_id=refund.school_id,
+            event_type=f"refund.{status}",
+            data={
+                "refund_id": refund.id,
+                "payment_id": refund.payment_id,
+                "amount": refund.amount,
+                "status": status,
+            },
+        )
 
     async def refund_step(self, refund_id: str, *, actor: str) -> Refund:
         async with self.db.transaction() as session:
@@ -191,8 +290,12 @@ class Resolver:
         if adapter is None:
             result = ProviderResult(Outcome.UNKNOWN, code="NOT_CONFIGURED")
         else:
-            request = RefundRequest(reference=payment.provider_reference, refund_reference=refund.provider_reference,
-                                    amount=refund.amount, reason=refund.reason)
+            request = RefundRequest(
+                reference=payment.provider_reference,
+                refund_reference=refund.provider_reference,
+                amount=refund.amount,
+                reason=refund.reason,
+            )
             try:
                 result = await adapter.refund(request)
             except Exception as exc:

@@ -62,13 +62,24 @@ class PaymentInput:
 
 def is_pending(payment: Payment) -> bool:
     """Still being resolved: the answer is 202 until this is False."""
-    return payment.status == "processing" or (payment.status == "succeeded" and payment.reversal_requested > 0)
+    return payment.status == "processing" or (
+        payment.status == "succeeded" and payment.reversal_requested > 0
+    )
 
 
 class PaymentService:
-    def __init__(self, db: Database, keyring: Keyring, tenancy: TenancyService, providers: ProviderSettings,
-                 resolver: Resolver, *, clock: Callable[[], datetime], sync_budget: float,
-                 recovery_deadline: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keyring: Keyring,
+        tenancy: TenancyService,
+        providers: ProviderSettings,
+        resolver: Resolver,
+        *,
+        clock: Callable[[], datetime],
+        sync_budget: float,
+        recovery_deadline: float,
+    ) -> None:
         self.db, self.keyring, self.tenancy, self.providers = db, keyring, tenancy, providers
         self.resolver, self.clock = resolver, clock
         self.sync_budget, self.recovery_deadline = sync_budget, recovery_deadline
@@ -116,10 +127,20 @@ class PaymentService:
 
         now = self.clock()
         payment = Payment(
-            id=new_id("pay"), school_id=caller.school_id, device_id=caller.device_id, store_id=store.id,
-            merchant_order_id=data.merchant_order_id, amount=data.amount, currency=data.currency,
-            method=data.method, adapter=adapter_name, student_id=student_id, card_last4=card_last4,
-            description=data.description, created_at=now, updated_at=now,
+            id=new_id("pay"),
+            school_id=caller.school_id,
+            device_id=caller.device_id,
+            store_id=store.id,
+            merchant_order_id=data.merchant_order_id,
+            amount=data.amount,
+            currency=data.currency,
+            method=data.method,
+            adapter=adapter_name,
+            student_id=student_id,
+            card_last4=card_last4,
+            description=data.description,
+            created_at=now,
+            updated_at=now,
         )
         if failure:
             payment.status, payment.failure_code = "failed", failure
@@ -135,31 +156,66 @@ class PaymentService:
                 repo = PaymentRepository(session)
                 live = await repo.live_for_order(caller.device_id, data.merchant_order_id)
                 if live is not None:
-                    raise Conflict("duplicate_order", f"payment {live.id} already holds this order",
-                                   payment_id=live.id)
+                    raise Conflict(
+                        "duplicate_order", f"payment {live.id} already holds this order", payment_id=live.id
+                    )
                 session.add(payment)
                 await session.flush()
                 if payment.status == "processing":
                     assert adapter_name is not None and payment.provider_reference is not None
-                    session.add(PaymentAttempt(id=new_id("att"), payment_id=payment.id, adapter=adapter_name,
-                                               provider_reference=payment.provider_reference, status="processing"))
+                    session.add(
+                        PaymentAttempt(
+                            id=new_id("att"),
+                            payment_id=payment.id,
+                            adapter=adapter_name,
+                            provider_reference=payment.provider_reference,
+                            status="processing",
+                        )
+                    )
                 await IdempotencyService.attach(session, claim, "payment", payment.id)
-                await audit.append(session, self.keyring, chain=caller.school_id, actor=caller.actor,
-                                   action="payment.created", object_type="payment", object_id=payment.id,
-                                   data={"amount": data.amount, "method": data.method, "status": payment.status,
-                                         "failure_code": payment.failure_code, "adapter": adapter_name})
+                await audit.append(
+                    session,
+                    self.keyring,
+                    chain=caller.school_id,
+                    actor=caller.actor,
+                    action="payment.created",
+                    object_type="payment",
+                    object_id=payment.id,
+                    data={
+                        "amount": data.amount,
+                        "method": data.method,
+                        "status": payment.status,
+                        "failure_code": payment.failure_code,
+                        "adapter": adapter_name,
+                    },
+                )
                 if payment.status == "failed":
-                    emit(session, school_id=caller.school_id, event_type="payment.failed",
-                         data={"payment_id": payment.id, "status": "failed", "amount": payment.amount,
-                               "currency": payment.currency, "merchant_order_id": payment.merchant_order_id,
-                               "store_id": payment.store_id, "failure_code": payment.failure_code,
-                               "refunded_amount": 0})
+                    emit(
+                        session,
+                        school_id=caller.school_id,
+                        event_type="payment.failed",
+                        data={
+                            "payment_id": payment.id,
+                            "status": "failed",
+                            "amount": payment.amount,
+                            "currency": payment.currency,
+                            "merchant_order_id": payment.merchant_order_id,
+                            "store_id": payment.store_id,
+                            "failure_code": payment.failure_code,
+                            "refunded_amount": 0,
+                        },
+                    )
         except IntegrityError as exc:
             # Two different keys raced for the same order; the database let exactly one in.
             async with self.db.transaction() as session:
-                live = await PaymentRepository(session).live_for_order(caller.device_id, data.merchant_order_id)
-            raise Conflict("duplicate_order", "another payment already holds this order",
-                           payment_id=live.id if live else None) from exc
+                live = await PaymentRepository(session).live_for_order(
+                    caller.device_id, data.merchant_order_id
+                )
+            raise Conflict(
+                "duplicate_order",
+                "another payment already holds this order",
+                payment_id=live.id if live else None,
+            ) from exc
         if payment.status != "processing":
             return payment
         return await self._execute(payment, data, store)
@@ -170,9 +226,14 @@ class PaymentService:
         adapter = await self.providers.adapter(payment.school_id, payment.adapter)
         assert adapter is not None
         request = PaymentRequest(
-            reference=payment.provider_reference, amount=payment.amount, currency=payment.currency,
-            method=payment.method, credential=CardCredential(card_no=data.card_no or "", pin=data.pin),
-            store_ref=store.id, terminal_ref=payment.device_id, description=data.description,
+            reference=payment.provider_reference,
+            amount=payment.amount,
+            currency=payment.currency,
+            method=payment.method,
+            credential=CardCredential(card_no=data.card_no or "", pin=data.pin),
+            store_ref=store.id,
+            terminal_ref=payment.device_id,
+            description=data.description,
             terminal_params=data.terminal_params,
         )
         actor = f"device:{payment.device_id}"
@@ -182,8 +243,14 @@ class PaymentService:
         except ProviderUnreachable as exc:
             log.warning("payment %s: %s", payment.id, exc)
             code = "provider_unavailable"
-            await self.resolver.finish(payment.id, "failed", actor=actor, provider_code="UNREACHABLE",
-                                       failure_code=code, failure_message=FAILURE_MESSAGES[code])
+            await self.resolver.finish(
+                payment.id,
+                "failed",
+                actor=actor,
+                provider_code="UNREACHABLE",
+                failure_code=code,
+                failure_message=FAILURE_MESSAGES[code],
+            )
             return await self.get(Caller(payment.device_id, payment.school_id), payment.id)
         except TimeoutError:
             result = ProviderResult(Outcome.UNKNOWN, code="SYNC_BUDGET")
@@ -225,7 +292,9 @@ class PaymentService:
 
     def cancel_window_end(self, payment: Payment, store: Store) -> datetime:
         local = payment.created_at.astimezone(ZoneInfo(store.timezone))
-        midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=local.tzinfo)
+        midnight = datetime.combine(
+            local.date() + timedelta(days=1), datetime.min.time(), tzinfo=local.tzinfo
+        )
         return midnight
 
     async def cancel(self, caller: Caller, payment_id: str, claim: Claim) -> Payment:
@@ -243,22 +312,33 @@ class PaymentService:
             store = await session.get(Store, payment.store_id)
             assert store is not None
             if self.clock() >= self.cancel_window_end(payment, store):
-                raise Conflict("cancel_window_closed", "payments can be canceled until midnight of their day "
-                               f"in the store's time zone ({store.timezone}); refund instead")
+                raise Conflict(
+                    "cancel_window_closed",
+                    "payments can be canceled until midnight of their day "
+                    f"in the store's time zone ({store.timezone}); refund instead",
+                )
             if await repo.refunds_processing(payment.id):
                 raise Conflict("refund_in_progress")
             if not payment.reversal_requested:
                 await repo.request_reversal(payment.id, ("processing", "succeeded"), by=REVERSAL_BY_TERMINAL)
             await IdempotencyService.attach(session, claim, "payment", payment.id)
-            await audit.append(session, self.keyring, chain=caller.school_id, actor=caller.actor,
-                               action="payment.cancel_requested", object_type="payment", object_id=payment.id,
-                               data={"status": payment.status})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=caller.school_id,
+                actor=caller.actor,
+                action="payment.cancel_requested",
+                object_type="payment",
+                object_id=payment.id,
+                data={"status": payment.status},
+            )
         return await self._drive(payment.id, deadline, actor=caller.actor)
 
     # refund ------------------------------------------------------------------------------
 
-    async def refund(self, caller: Caller, payment_id: str, amount: int, reason: str | None,
-                     claim: Claim) -> Refund:
+    async def refund(
+        self, caller: Caller, payment_id: str, amount: int, reason: str | None, claim: Claim
+    ) -> Refund:
         deadline = asyncio.get_running_loop().time() + self.sync_budget
         async with self.db.transaction() as session:
             repo = PaymentRepository(session)
@@ -266,22 +346,41 @@ class PaymentService:
             if payment is None:
                 raise NotFound("no such payment")
             if payment.status != "succeeded" or payment.reversal_requested:
-                raise Conflict("not_refundable", f"payment is {payment.status}; only succeeded payments refund")
+                raise Conflict(
+                    "not_refundable", f"payment is {payment.status}; only succeeded payments refund"
+                )
             reserved = await repo.refunds_reserved(payment.id)
             if reserved + amount > payment.amount:
-                raise Conflict("refund_exceeds_amount",
-                               f"{payment.amount - reserved} fen of {payment.amount} can still be refunded",
-                               refundable_amount=payment.amount - reserved)
-            refund = Refund(id=new_id("re"), payment_id=payment.id, school_id=payment.school_id,
-                            device_id=caller.device_id, amount=amount, currency=payment.currency, reason=reason,
-                            status="processing", next_recovery_at=self.clock() + timedelta(seconds=self.sync_budget + 5))
+                raise Conflict(
+                    "refund_exceeds_amount",
+                    f"{payment.amount - reserved} fen of {payment.amount} can still be refunded",
+                    refundable_amount=payment.amount - reserved,
+                )
+            refund = Refund(
+                id=new_id("re"),
+                payment_id=payment.id,
+                school_id=payment.school_id,
+                device_id=caller.device_id,
+                amount=amount,
+                currency=payment.currency,
+                reason=reason,
+                status="processing",
+                next_recovery_at=self.clock() + timedelta(seconds=self.sync_budget + 5),
+            )
             refund.provider_reference = refund.id
             session.add(refund)
             await session.flush()
             await IdempotencyService.attach(session, claim, "refund", refund.id)
-            await audit.append(session, self.keyring, chain=caller.school_id, actor=caller.actor,
-                               action="refund.created", object_type="refund", object_id=refund.id,
-                               data={"payment_id": payment.id, "amount": amount})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=caller.school_id,
+                actor=caller.actor,
+                action="refund.created",
+                object_type="refund",
+                object_id=refund.id,
+                data={"payment_id": payment.id, "amount": amount},
+            )
         loop = asyncio.get_running_loop()
         while refund.status == "processing" and loop.time() < deadline:
             try:
@@ -290,8 +389,12 @@ class PaymentService:
             except TimeoutError:
                 break
             if refund.status == "processing" and refund.next_recovery_at is not None:
-                await asyncio.sleep(min(max(0.0, (refund.next_recovery_at - self.clock()).total_seconds()),
-                                        max(0.0, deadline - loop.time())))
+                await asyncio.sleep(
+                    min(
+                        max(0.0, (refund.next_recovery_at - self.clock()).total_seconds()),
+                        max(0.0, deadline - loop.time()),
+                    )
+                )
         return refund
 
     async def snapshot(self, resource_type: str, resource_id: str) -> Any:

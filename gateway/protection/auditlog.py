@@ -18,13 +18,23 @@ async def read_entries(db: Database, chain: str, after_seq: int, limit: int) -> 
     async with db.transaction() as session:
         rows = (
             await session.execute(
-                select(AuditEntry).where(AuditEntry.chain == chain, AuditEntry.seq > after_seq)
-                .order_by(AuditEntry.seq).limit(limit)
+                select(AuditEntry)
+                .where(AuditEntry.chain == chain, AuditEntry.seq > after_seq)
+                .order_by(AuditEntry.seq)
+                .limit(limit)
             )
         ).scalars()
         return [
-            {"seq": e.seq, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
-             "object_type": e.object_type, "object_id": e.object_id, "data": e.data, "hash": e.hash}
+            {
+                "seq": e.seq,
+                "at": e.at.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "object_type": e.object_type,
+                "object_id": e.object_id,
+                "data": e.data,
+                "hash": e.hash,
+            }
             for e in rows
         ]
 

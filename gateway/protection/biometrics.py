@@ -13,8 +13,25 @@ from gateway.errors import Unprocessable
 __all__ = ["reject_biometric_payload"]
 
 _SUSPECT_KEYS = frozenset(
-    {"image", "images", "photo", "picture", "face_image", "image_base64", "imagedata", "image_data", "img",
-     "vector", "embedding", "embeddings", "template", "feature", "features", "face_feature", "biometric"}
+    {
+        "image",
+        "images",
+        "photo",
+        "picture",
+        "face_image",
+        "image_base64",
+        "imagedata",
+        "image_data",
+        "img",
+        "vector",
+        "embedding",
+        "embeddings",
+        "template",
+        "feature",
+        "features",
+        "face_feature",
+        "biometric",
+    }
 )
 _MAX_TOKEN = 128
 
@@ -35,6 +52,8 @@ def reject_biometric_payload(body: Any) -> None:
         return
     for key, value in credential.items():
         if key.lower() in _SUSPECT_KEYS or (key != "card_no" and key != "pin" and _looks_biometric(value)):
-            raise Unprocessable("biometric_data_not_accepted",
-                                "send the provider face token from the terminal's face SDK, never image or "
-                                "template data; this request was not stored")
+            raise Unprocessable(
+                "biometric_data_not_accepted",
+                "send the provider face token from the terminal's face SDK, never image or "
+                "template data; this request was not stored",
+            )

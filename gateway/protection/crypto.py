@@ -71,7 +71,9 @@ class Keyring:
     def derive(self, purpose: str) -> bytes:
         if purpose not in self._derived:
             assert self.hash_root is not None
-            hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"campuspay/" + purpose.encode())
+            hkdf = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=b"campuspay/" + purpose.encode()
+            )
             self._derived[purpose] = hkdf.derive(self.hash_root)
         return self._derived[purpose]
 

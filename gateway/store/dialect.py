@@ -14,6 +14,6 @@ __all__ = ["insert_ignore"]
 
 def insert_ignore(session: AsyncSession, table: Table, values: dict[str, Any]) -> Insert:
     """INSERT that does nothing when the primary/unique key already exists."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table).values(**values).on_conflict_do_nothing()
     return sqlite.insert(table).values(**values).on_conflict_do_nothing()

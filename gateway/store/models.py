@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -81,7 +81,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
 class School(Base):
@@ -281,7 +281,9 @@ class AuditHead(Base):
 class AuditEntry(Base):
     __tablename__ = "audit_log"
     __table_args__ = (UniqueConstraint("chain", "seq"),)
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     chain: Mapped[str] = mapped_column(String(40))
     seq: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[datetime] = mapped_column()

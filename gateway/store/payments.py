@@ -18,7 +18,9 @@ class PaymentRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, payment_id: str, *, school_id: str | None = None, lock: bool = False) -> Payment | None:
+    async def get(
+        self, payment_id: str, *, school_id: str | None = None, lock: bool = False
+    ) -> Payment | None:
         stmt = select(Payment).where(Payment.id == payment_id)
         if school_id is not None:
             stmt = stmt.where(Payment.school_id == school_id)
@@ -66,7 +68,11 @@ class PaymentRepository:
         """From now on no success may land on this payment; only its reversal finishes it."""
         result = await self.session.execute(
             update(Payment)
-            .where(Payment.id == payment_id, Payment.status.in_(list(from_statuses)), Payment.reversal_requested == 0)
+            .where(
+                Payment.id == payment_id,
+                Payment.status.in_(list(from_statuses)),
+                Payment.reversal_requested == 0,
+            )
             .values(reversal_requested=by, next_recovery_at=utcnow(), updated_at=utcnow())
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -81,7 +87,10 @@ class PaymentRepository:
         stmt = (
             select(Payment)
             .where(
-                or_(Payment.status == "processing", (Payment.status == "succeeded") & (Payment.reversal_requested == 1)),
+                or_(
+                    Payment.status == "processing",
+                    (Payment.status == "succeeded") & (Payment.reversal_requested == 1),
+                ),
                 Payment.next_recovery_at <= now,
             )
             .order_by(Payment.next_recovery_at)
@@ -92,7 +101,9 @@ class PaymentRepository:
     async def update_attempt(self, payment_id: str, status: str, provider_code: str | None) -> None:
         await self.session.execute(
             update(PaymentAttempt)
-            .where(PaymentAttempt.payment_id == payment_id, PaymentAttempt.status.in_(["processing", "unknown"]))
+            .where(
+                PaymentAttempt.payment_id == payment_id, PaymentAttempt.status.in_(["processing", "unknown"])
+            )
             .values(status=status, provider_code=provider_code, updated_at=utcnow())
         )
 
@@ -115,7 +126,9 @@ class PaymentRepository:
 
     async def refunds_processing(self, payment_id: str) -> int:
         count = await self.session.scalar(
-            select(func.count()).select_from(Refund).where(Refund.payment_id == payment_id, Refund.status == "processing")
+            select(func.count())
+            .select_from(Refund)
+            .where(Refund.payment_id == payment_id, Refund.status == "processing")
         )
         return int(count or 0)
 

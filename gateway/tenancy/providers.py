@@ -50,8 +50,15 @@ class ProviderView:
 
 
 class ProviderSettings:
-    def __init__(self, db: Database, keyring: Keyring, registry: AdapterRegistry, env: Environment,
-                 http: httpx.AsyncClient, timeout: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keyring: Keyring,
+        registry: AdapterRegistry,
+        env: Environment,
+        http: httpx.AsyncClient,
+        timeout: float,
+    ) -> None:
         self.db, self.keyring, self.registry, self.env, self.http = db, keyring, registry, env, http
         self.timeout = timeout
 
@@ -61,17 +68,29 @@ class ProviderSettings:
             raise Unprocessable("validation_error", "endpoint must be an absolute http(s) URL")
         sandbox = is_sandbox_url(endpoint)
         if self.env is Environment.SANDBOX and not sandbox:
-            raise Unprocessable("provider_url_not_allowed",
-                                "the sandbox environment only talks to sandbox hosts (loopback, *.test, *.localhost)")
+            raise Unprocessable(
+                "provider_url_not_allowed",
+                "the sandbox environment only talks to sandbox hosts (loopback, *.test, *.localhost)",
+            )
         if self.env is Environment.PRODUCTION and sandbox:
-            raise Unprocessable("provider_url_not_allowed", "production may not point a provider at a sandbox host")
+            raise Unprocessable(
+                "provider_url_not_allowed", "production may not point a provider at a sandbox host"
+            )
 
     @staticmethod
     def _aad(school_id: str, adapter: str) -> str:
         return f"provider_settings/{school_id}/{adapter}"
 
-    async def put(self, school_id: str, adapter: str, *, endpoint: str, credentials: dict[str, str],
-                  options: dict[str, Any], actor: str) -> ProviderView:
+    async def put(
+        self,
+        school_id: str,
+        adapter: str,
+        *,
+        endpoint: str,
+        credentials: dict[str, str],
+        options: dict[str, Any],
+        actor: str,
+    ) -> ProviderView:
         if adapter not in self.registry:
             raise Unprocessable("unknown_adapter", f"no adapter named {adapter!r}")
         self._check_endpoint(endpoint)
@@ -79,14 +98,31 @@ class ProviderSettings:
         async with self.db.transaction() as session:
             row = await session.get(ProviderSetting, (school_id, adapter), with_for_update=True)
             if row is None:
-                row = ProviderSetting(school_id=school_id, adapter=adapter, endpoint=endpoint, credentials_enc=enc,
-                                      options=options)
+                row = ProviderSetting(
+                    school_id=school_id,
+                    adapter=adapter,
+                    endpoint=endpoint,
+                    credentials_enc=enc,
+                    options=options,
+                )
                 session.add(row)
             else:
-                row.endpoint, row.credentials_enc, row.options, row.updated_at = endpoint, enc, options, utcnow()
-            await audit.append(session, self.keyring, chain=school_id, actor=actor, action="provider.configured",
-                               object_type="provider", object_id=adapter,
-                               data={"endpoint": endpoint, "credential_fields": sorted(credentials)})
+                row.endpoint, row.credentials_enc, row.options, row.updated_at = (
+                    endpoint,
+                    enc,
+                    options,
+                    utcnow(),
+                )
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="provider.configured",
+                object_type="provider",
+                object_id=adapter,
+                data={"endpoint": endpoint, "credential_fields": sorted(credentials)},
+            )
         return ProviderView(adapter, endpoint, sorted(credentials), options, row.updated_at)
 
     async def view(self, school_id: str, adapter: str) -> ProviderView | None:

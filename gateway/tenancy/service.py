@@ -58,13 +58,17 @@ class TenancyService:
     async def ensure_platform_token(self, token: str) -> None:
         async with self.db.transaction() as session:
             digest = hash_token(token)
-            exists = (await session.execute(select(ApiKey).where(ApiKey.token_hash == digest))).scalar_one_or_none()
+            exists = (
+                await session.execute(select(ApiKey).where(ApiKey.token_hash == digest))
+            ).scalar_one_or_none()
             if exists is None:
                 session.add(ApiKey(id=new_id("key"), school_id=None, token_hash=digest, role="platform"))
 
     async def has_platform_token(self) -> bool:
         async with self.db.transaction() as session:
-            count = await session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.role == "platform"))
+            count = await session.scalar(
+                select(func.count()).select_from(ApiKey).where(ApiKey.role == "platform")
+            )
             return bool(count)
 
     async def create_school(self, name: str, actor: str) -> tuple[School, str]:
@@ -73,24 +77,48 @@ class TenancyService:
             school = School(id=new_id("sch"), name=name)
             session.add(school)
             await session.flush()
-            key = ApiKey(id=new_id("key"), school_id=school.id, token_hash=hash_token(token), role="school_admin")
+            key = ApiKey(
+                id=new_id("key"), school_id=school.id, token_hash=hash_token(token), role="school_admin"
+            )
             session.add(key)
-            await audit.append(session, self.keyring, chain=school.id, actor=actor, action="school.created",
-                               object_type="school", object_id=school.id, data={"api_key_id": key.id})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school.id,
+                actor=actor,
+                action="school.created",
+                object_type="school",
+                object_id=school.id,
+                data={"api_key_id": key.id},
+            )
         return school, token
 
-    async def create_store(self, school_id: str, *, name: str, merchant_category: str, timezone: str,
-                           actor: str) -> Store:
+    async def create_store(
+        self, school_id: str, *, name: str, merchant_category: str, timezone: str, actor: str
+    ) -> Store:
         try:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise Unprocessable("validation_error", f"unknown time zone {timezone!r}") from exc
         async with self.db.transaction() as session:
-            store = Store(id=new_id("sto"), school_id=school_id, name=name, merchant_category=merchant_category,
-                          timezone=timezone)
+            store = Store(
+                id=new_id("sto"),
+                school_id=school_id,
+                name=name,
+                merchant_category=merchant_category,
+                timezone=timezone,
+            )
             session.add(store)
-            await audit.append(session, self.keyring, chain=school_id, actor=actor, action="store.created",
-                               object_type="store", object_id=store.id, data={"merchant_category": merchant_category})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="store.created",
+                object_type="store",
+                object_id=store.id,
+                data={"merchant_category": merchant_category},
+            )
         return store
 
     async def get_store(self, school_id: str, store_id: str) -> Store | None:
@@ -106,22 +134,37 @@ class TenancyService:
     def _new_key(self, device: Device, alg: str, public_key: str | None) -> tuple[DeviceKey, str | None]:
         key_id = new_id("key")
         if alg == "ed25519":
-            return DeviceKey(key_id=key_id, device_id=device.id, school_id=device.school_id, alg=alg,
-                             public_key_pem=_check_public_key(public_key)), None
+            return DeviceKey(
+                key_id=key_id,
+                device_id=device.id,
+                school_id=device.school_id,
+                alg=alg,
+                public_key_pem=_check_public_key(public_key),
+            ), None
         secret = "hsk_" + secrets.token_urlsafe(32)
         enc = self.keyring.encrypt(secret, aad=f"device_key/{key_id}")
-        return DeviceKey(key_id=key_id, device_id=device.id, school_id=device.school_id, alg=alg,
-                         secret_enc=enc), secret
+        return DeviceKey(
+            key_id=key_id, device_id=device.id, school_id=device.school_id, alg=alg, secret_enc=enc
+        ), secret
 
-    async def create_device(self, school_id: str, *, name: str, alg: str, public_key: str | None,
-                            actor: str) -> CreatedDevice:
+    async def create_device(
+        self, school_id: str, *, name: str, alg: str, public_key: str | None, actor: str
+    ) -> CreatedDevice:
         async with self.db.transaction() as session:
             device = Device(id=new_id("dev"), school_id=school_id, name=name)
             session.add(device)
             key, secret = self._new_key(device, alg, public_key)
             session.add(key)
-            await audit.append(session, self.keyring, chain=school_id, actor=actor, action="device.created",
-                               object_type="device", object_id=device.id, data={"key_id": key.key_id, "alg": alg})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="device.created",
+                object_type="device",
+                object_id=device.id,
+                data={"key_id": key.key_id, "alg": alg},
+            )
         return CreatedDevice(device.id, key.key_id, alg, secret)
 
     async def _device(self, session: Any, school_id: str, device_id: str) -> Device:
@@ -134,22 +177,32 @@ class TenancyService:
             raise NotFound("no such device")
         return device  # type: ignore[no-any-return]
 
-    async def add_key(self, school_id: str, device_id: str, *, alg: str, public_key: str | None,
-                      actor: str) -> CreatedDevice:
+    async def add_key(
+        self, school_id: str, device_id: str, *, alg: str, public_key: str | None, actor: str
+    ) -> CreatedDevice:
         async with self.db.transaction() as session:
             device = await self._device(session, school_id, device_id)
             if device.status != "active":
                 raise NotFound("no such device")
             active = await session.scalar(
-                select(func.count()).select_from(DeviceKey)
+                select(func.count())
+                .select_from(DeviceKey)
                 .where(DeviceKey.device_id == device.id, DeviceKey.status == "active")
             )
             if (active or 0) >= MAX_ACTIVE_KEYS:
                 raise Conflict("key_limit_reached")
             key, secret = self._new_key(device, alg, public_key)
             session.add(key)
-            await audit.append(session, self.keyring, chain=school_id, actor=actor, action="device.key_added",
-                               object_type="device", object_id=device.id, data={"key_id": key.key_id, "alg": alg})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="device.key_added",
+                object_type="device",
+                object_id=device.id,
+                data={"key_id": key.key_id, "alg": alg},
+            )
         return CreatedDevice(device.id, key.key_id, alg, secret)
 
     async def retire_key(self, school_id: str, device_id: str, key_id: str, actor: str) -> None:
@@ -165,14 +218,23 @@ class TenancyService:
             if key.status == "retired":
                 return
             active = await session.scalar(
-                select(func.count()).select_from(DeviceKey)
+                select(func.count())
+                .select_from(DeviceKey)
                 .where(DeviceKey.device_id == device.id, DeviceKey.status == "active")
             )
             if (active or 0) <= 1:
                 raise Conflict("last_active_key")
             key.status, key.retired_at = "retired", utcnow()
-            await audit.append(session, self.keyring, chain=school_id, actor=actor, action="device.key_retired",
-                               object_type="device", object_id=device.id, data={"key_id": key_id})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="device.key_retired",
+                object_type="device",
+                object_id=device.id,
+                data={"key_id": key_id},
+            )
 
     async def revoke_device(self, school_id: str, device_id: str, actor: str) -> None:
         async with self.db.transaction() as session:
@@ -180,53 +242,96 @@ class TenancyService:
             if device.status == "revoked":
                 return
             device.status, device.revoked_at = "revoked", utcnow()
-            await audit.append(session, self.keyring, chain=school_id, actor=actor, action="device.revoked",
-                               object_type="device", object_id=device.id, data={})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="device.revoked",
+                object_type="device",
+                object_id=device.id,
+                data={},
+            )
 
     async def list_devices(self, school_id: str) -> list[tuple[Device, list[DeviceKey]]]:
         async with self.db.transaction() as session:
-            devices = list((await session.execute(select(Device).where(Device.school_id == school_id))).scalars())
-            keys = list((await session.execute(select(DeviceKey).where(DeviceKey.school_id == school_id))).scalars())
+            devices = list(
+                (await session.execute(select(Device).where(Device.school_id == school_id))).scalars()
+            )
+            keys = list(
+                (await session.execute(select(DeviceKey).where(DeviceKey.school_id == school_id))).scalars()
+            )
         return [(d, [k for k in keys if k.device_id == d.id]) for d in devices]
 
-    async def create_student(self, school_id: str, *, external_ref: str, age_band: str, name: str | None,
-                             actor: str) -> Student:
+    async def create_student(
+        self, school_id: str, *, external_ref: str, age_band: str, name: str | None, actor: str
+    ) -> Student:
         async with self.db.transaction() as session:
             exists = await session.scalar(
                 select(Student.id).where(Student.school_id == school_id, Student.external_ref == external_ref)
             )
             if exists:
                 raise Conflict("already_exists", f"student {external_ref!r} already exists as {exists}")
-            student = Student(id=new_id("stu"), school_id=school_id, external_ref=external_ref, age_band=age_band)
+            student = Student(
+                id=new_id("stu"), school_id=school_id, external_ref=external_ref, age_band=age_band
+            )
             if name:
                 student.name_enc = self.keyring.encrypt(name, aad=f"student_name/{student.id}")
             session.add(student)
-            await audit.append(session, self.keyring, chain=school_id, actor=actor, action="student.created",
-                               object_type="student", object_id=student.id, data={"age_band": age_band})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="student.created",
+                object_type="student",
+                object_id=student.id,
+                data={"age_band": age_band},
+            )
         return student
 
-    async def bind_card(self, school_id: str, *, student_id: str, card_no: str, funding_adapter: str,
-                        actor: str) -> Card:
+    async def bind_card(
+        self, school_id: str, *, student_id: str, card_no: str, funding_adapter: str, actor: str
+    ) -> Card:
         digest = card_fingerprint(self.keyring, school_id, card_no)
         async with self.db.transaction() as session:
             student = (
-                await session.execute(select(Student).where(Student.id == student_id, Student.school_id == school_id))
+                await session.execute(
+                    select(Student).where(Student.id == student_id, Student.school_id == school_id)
+                )
             ).scalar_one_or_none()
             if student is None:
                 raise Unprocessable("validation_error", "no such student in this school")
-            if await session.scalar(select(Card.id).where(Card.school_id == school_id, Card.card_hash == digest)):
+            if await session.scalar(
+                select(Card.id).where(Card.school_id == school_id, Card.card_hash == digest)
+            ):
                 raise Conflict("already_exists", "card is already bound")
-            card = Card(id=new_id("crd"), school_id=school_id, student_id=student.id, card_hash=digest,
-                        last4=card_no[-4:], funding_adapter=funding_adapter)
+            card = Card(
+                id=new_id("crd"),
+                school_id=school_id,
+                student_id=student.id,
+                card_hash=digest,
+                last4=card_no[-4:],
+                funding_adapter=funding_adapter,
+            )
             session.add(card)
-            await audit.append(session, self.keyring, chain=school_id, actor=actor, action="card.bound",
-                               object_type="card", object_id=card.id,
-                               data={"student_id": student.id, "last4": card.last4, "funding_adapter": funding_adapter})
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="card.bound",
+                object_type="card",
+                object_id=card.id,
+                data={"student_id": student.id, "last4": card.last4, "funding_adapter": funding_adapter},
+            )
         return card
 
     async def find_card(self, school_id: str, card_no: str) -> Card | None:
         digest = card_fingerprint(self.keyring, school_id, card_no)
         async with self.db.transaction() as session:
             return (
-                await session.execute(select(Card).where(Card.school_id == school_id, Card.card_hash == digest))
+                await session.execute(
+                    select(Card).where(Card.school_id == school_id, Card.card_hash == digest)
+                )
             ).scalar_one_or_none()

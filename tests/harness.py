@@ -1,0 +1,243 @@
+"""One line to a working gateway: a school, a store, a device, cards, the e-card sandbox.
+
+The gateway and the sandbox are the real apps, connected over ``httpx.ASGITransport``: the
+gateway's adapters reach the sandbox as ``http://sandbox.test``, tests reach the gateway as
+``http://gateway.test`` (its public base URL, so signatures are checked against it).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from gateway.app import create_app
+from gateway.client import CampusPayClient, DeviceCredentials, generate_ed25519_keypair
+from gateway.settings import Settings
+from sandbox import create_sandbox_app
+
+GATEWAY = "http://gateway.test"
+SANDBOX = "http://sandbox.test"
+TEST_MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes, tests only
+
+
+class Clock:
+    """The gateway's clock, movable by tests (cancel windows, recovery deadlines)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **kwargs: float) -> None:
+        self.offset += timedelta(**kwargs)
+
+
+@dataclass
+class Harness:
+    app: FastAPI
+    sandbox_app: FastAPI
+    settings: Settings
+    clock: Clock
+    gateway: httpx.AsyncClient  # unsigned, for admin calls
+    sandbox: httpx.AsyncClient
+    platform_token: str
+    school_id: str = ""
+    api_key: str = ""
+    store_id: str = ""
+    merchant_id: str = ""
+    merchant_secret: str = ""
+    device: DeviceCredentials | None = None
+    cards: dict[str, str] = field(default_factory=dict)  # card_no -> student id
+    _clients: list[CampusPayClient] = field(default_factory=list)
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+    def admin_headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.api_key}"}
+
+    async def admin(
+        self, method: str, path: str, json: Any = None, *, token: str | None = None
+    ) -> httpx.Response:
+        return await self.gateway.request(method, path, json=json, headers=self.admin_headers(token))
+
+    def client(self, creds: DeviceCredentials | None = None, **kw: Any) -> CampusPayClient:
+        c = CampusPayClient(
+            GATEWAY,
+            creds or self.device,
+            transport=httpx.ASGITransport(app=self.app),  # type: ignore[arg-type]
+            backoff_initial=0.01,
+            backoff_max=0.05,
+            **kw,
+        )
+        self._clients.append(c)
+        return c
+
+    async def new_device(
+        self, alg: str = "ed25519", school_id: str | None = None, token: str | None = None
+    ) -> DeviceCredentials:
+        if alg == "ed25519":
+            private, public = generate_ed25519_keypair()
+            r = await self.admin(
+                "POST",
+                f"/v1/schools/{school_id or self.school_id}/devices",
+                {"name": "till", "alg": alg, "public_key": public},
+                token=token,
+            )
+            assert r.status_code == 201, r.text
+            body = r.json()
+            return DeviceCredentials(
+                key_id=body["key_id"], alg=alg, private_key_pem=private, device_id=body["device_id"]
+            )
+        r = await self.admin(
+            "POST",
+            f"/v1/schools/{school_id or self.school_id}/devices",
+            {"name": "vending", "alg": alg},
+            token=token,
+        )
+        assert r.status_code == 201, r.text
+        body = r.json()
+        return DeviceCredentials(
+            key_id=body["key_id"], alg=alg, secret=body["secret"], device_id=body["device_id"]
+        )
+
+    async def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        params = {"provider": "ecard", "merchant_id": self.merchant_id}
+        if kind:
+            params["kind"] = kind
+        r = await self.sandbox.get("/_control/events", params=params)
+        r.raise_for_status()
+        data = r.json()
+        return list(data["events"] if isinstance(data, dict) else data)
+
+    async def debits(self) -> list[dict[str, Any]]:
+        return await self.events("ecard.debit")
+
+    async def balance(self, card_no: str) -> int:
+        r = await self.sandbox.get(f"/_control/ecard/merchants/{self.merchant_id}/cards/{card_no}")
+        r.raise_for_status()
+        return int(r.json()["balance"])
+
+    async def fault(self, **rule: Any) -> None:
+        r = await self.sandbox.post("/_control/faults", json={"provider": "ecard", **rule})
+        assert r.status_code in (200, 201), r.text
+
+    def payment(self, **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "merchant_order_id": "ord-" + secrets.token_hex(6),
+            "amount": 1250,
+            "method": "card",
+            "credential": {"card_no": "31000001"},
+            "store_id": self.store_id,
+        }
+        body.update(overrides)
+        return body
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "public_base_url": GATEWAY,
+        "master_key": TEST_MASTER_KEY,
+        "bootstrap_token": "cp_platform_test_" + secrets.token_hex(8),
+        "sync_budget_seconds": 3.0,
+        "recovery_deadline_seconds": 6.0,
+        "recovery_interval_seconds": 0.05,
+        "provider_timeout_seconds": 1.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def start_harness(
+    *,
+    database_url: str,
+    data_dir: Path,
+    seed: bool = True,
+    run_workers: bool = True,
+    configure: Callable[[dict[str, Any]], None] | None = None,
+    **settings_overrides: Any,
+) -> AsyncIterator[Harness]:
+    settings = make_settings(database_url, data_dir, **settings_overrides)
+    clock = Clock()
+    sandbox_app = create_sandbox_app()
+    app = create_app(
+        settings,
+        provider_transport=httpx.ASGITransport(app=sandbox_app),
+        clock=clock,
+        run_workers=run_workers,
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=GATEWAY) as gw,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox_app), base_url=SANDBOX) as sb,
+    ):
+        assert settings.bootstrap_token is not None
+        h = Harness(
+            app=app,
+            sandbox_app=sandbox_app,
+            settings=settings,
+            clock=clock,
+            gateway=gw,
+            sandbox=sb,
+            platform_token=settings.bootstrap_token,
+        )
+        if seed:
+            await seed_school(h)
+        try:
+            yield h
+        finally:
+            for c in h._clients:
+                await c.aclose()
+
+
+async def seed_school(h: Harness) -> None:
+    r = await h.admin("POST", "/v1/schools", {"name": "Test School"}, token=h.platform_token)
+    assert r.status_code == 201, r.text
+    h.school_id, h.api_key = r.json()["id"], r.json()["api_key"]
+    r = await h.admin(
+        "POST",
+        f"/v1/schools/{h.school_id}/stores",
+        {"name": "Canteen", "merchant_category": "canteen", "timezone": "Asia/Shanghai"},
+    )
+    assert r.status_code == 201, r.text
+    h.store_id = r.json()["id"]
+    r = await h.sandbox.post("/ecard/merchants", json={})
+    assert r.status_code in (200, 201), r.text
+    h.merchant_id, h.merchant_secret = r.json()["merchant_id"], r.json()["secret"]
+    r = await h.admin(
+        "PUT",
+        f"/v1/schools/{h.school_id}/providers/ecard",
+        {
+            "endpoint": f"{SANDBOX}/ecard",
+            "credentials": {"merchant_id": h.merchant_id, "secret": h.merchant_secret},
+        },
+    )
+    assert r.status_code == 200, r.text
+    values = (await h.sandbox.get("/_control/test-values")).json()
+    for card in values["cards"]:
+        r = await h.admin(
+            "POST",
+            f"/v1/schools/{h.school_id}/students",
+            {"external_ref": card["student"], "age_band": "under_14"},
+        )
+        assert r.status_code == 201, r.text
+        student_id = r.json()["id"]
+        r = await h.admin(
+            "POST", f"/v1/schools/{h.school_id}/cards", {"student_id": student_id, "card_no": card["card_no"]}
+        )
+        assert r.status_code == 201, r.text
+        h.cards[card["card_no"]] = student_id
+    h.device = await h.new_device("ed25519")
