@@ -9,9 +9,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from redis.asyncio import Redis
 
 from adapters.registry import default_registry
@@ -113,6 +115,18 @@ def create_app(
         )
         return response
 
+    def custom_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in payments.BODY_MODELS:
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_body_bytes,
