@@ -117,7 +117,9 @@ def create_app(
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in payments.BODY_MODELS:
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")

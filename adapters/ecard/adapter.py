@@ -7,6 +7,7 @@ own reference -- is ``UNKNOWN`` and goes to recovery, which queries by the same 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -117,13 +118,19 @@ class EcardAdapter(BaseAdapter):
             now=int(time.time()),
         )
         try:
-            response = await self.http.request(
-                method,
-                self._base + path,
-                content=signed.body or None,
-                headers=signed.headers,
-                timeout=self._timeout,
-            )
+            # httpx's timeouts bound each read, not the whole exchange (and in-process transports
+            # ignore them), so the total is bounded here as well.
+            async with asyncio.timeout(self._timeout):
+                response = await self.http.request(
+                    method,
+                    self._base + path,
+                    content=signed.body or None,
+                    headers=signed.headers,
+                    timeout=self._timeout,
+                )
+        except TimeoutError:
+            log.warning("ecard %s %s: no answer within %.1f s", method, path, self._timeout)
+            return ProviderResult(Outcome.UNKNOWN, code="TIMEOUT", retryable=True)
         except httpx.ConnectError as exc:
             # No connection, so no request bytes reached the provider.
             raise ProviderUnreachable(f"ecard unreachable: {type(exc).__name__}") from exc
