@@ -159,7 +159,14 @@ async def build_services(
     tenancy = TenancyService(db, keyring)
     await _bootstrap_token(settings, tenancy)
     providers = ProviderSettings(db, keyring, registry, settings.env, http, settings.provider_timeout_seconds)
-    resolver = Resolver(db, keyring, providers, clock=clock, interval=settings.recovery_interval_seconds)
+    resolver = Resolver(
+        db,
+        keyring,
+        providers,
+        clock=clock,
+        interval=settings.recovery_interval_seconds,
+        max_backoff=settings.recovery_max_backoff_seconds,
+    )
     idempotency = IdempotencyService(db, keyring, timedelta(hours=settings.idempotency_retention_hours))
     payments_service = PaymentService(
         db,

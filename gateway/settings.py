@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     sync_budget_seconds: float = Field(default=20.0, gt=0)
     recovery_deadline_seconds: float = Field(default=60.0, gt=0)
     recovery_interval_seconds: float = Field(default=2.0, gt=0)
-    resumer_interval_seconds: float = Field(default=30.0, gt=0)
+    recovery_max_backoff_seconds: float = Field(default=30.0, gt=0)
     provider_timeout_seconds: float = Field(default=10.0, gt=0)
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 1024 * 1024

@@ -7,8 +7,9 @@ gateway's adapters reach the sandbox as ``http://sandbox.test``, tests reach the
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -120,6 +121,20 @@ class Harness:
         data = r.json()
         return list(data["events"] if isinstance(data, dict) else data)
 
+    async def wait_settled(
+        self, client: CampusPayClient, payment_id: str, timeout: float = 20.0
+    ) -> dict[str, Any]:
+        """Poll until the payment is no longer being resolved (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            payment: dict[str, Any] = await client.get_payment(payment_id)
+            if payment["status"] != "processing":
+                return payment
+            if loop.time() > deadline:
+                raise AssertionError(f"payment {payment_id} still processing after {timeout} s")
+            await asyncio.sleep(0.1)
+
     async def debits(self) -> list[dict[str, Any]]:
         return await self.events("ecard.debit")
 
@@ -154,6 +169,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "sync_budget_seconds": 3.0,
         "recovery_deadline_seconds": 6.0,
         "recovery_interval_seconds": 0.05,
+        "recovery_max_backoff_seconds": 0.5,
         "provider_timeout_seconds": 1.0,
     }
     values.update(overrides)
@@ -167,18 +183,17 @@ async def start_harness(
     data_dir: Path,
     seed: bool = True,
     run_workers: bool = True,
-    configure: Callable[[dict[str, Any]], None] | None = None,
+    sandbox_app: FastAPI | None = None,
+    real_network: bool = False,
     **settings_overrides: Any,
 ) -> AsyncIterator[Harness]:
+    """``sandbox_app`` lets a restarted gateway keep talking to the same provider state;
+    ``real_network`` sends provider calls over real sockets instead of ASGI."""
     settings = make_settings(database_url, data_dir, **settings_overrides)
     clock = Clock()
-    sandbox_app = create_sandbox_app()
-    app = create_app(
-        settings,
-        provider_transport=httpx.ASGITransport(app=sandbox_app),
-        clock=clock,
-        run_workers=run_workers,
-    )
+    sandbox_app = sandbox_app or create_sandbox_app()
+    transport = None if real_network else httpx.ASGITransport(app=sandbox_app)
+    app = create_app(settings, provider_transport=transport, clock=clock, run_workers=run_workers)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=GATEWAY) as gw,

@@ -34,7 +34,11 @@ async def authenticate_device(request: Request, services: ServicesDep) -> Caller
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     identity = await services.devices.authenticate(
-        method=request.method, path_and_query=path_and_query(request), headers=headers, body=body
+        method=request.method,
+        path_and_query=path_and_query(request),
+        headers=headers,
+        body=body,
+        now=services.clock(),
     )
     return Caller(device_id=identity.device_id, school_id=identity.school_id)
 

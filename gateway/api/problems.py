@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from email.utils import formatdate
 from typing import Any
 
@@ -75,8 +77,20 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response("internal_error", None, _request_id(request))
 
 
+def _gateway_now(scope: Scope) -> float:
+    """The gateway's clock (the one signatures are checked against), once the app has started."""
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    clock = getattr(services, "clock", None)
+    if callable(clock):
+        now = clock()
+        if isinstance(now, datetime):
+            return now.timestamp()
+    return time.time()
+
+
 class ResponseHeadersMiddleware:
-    """Adds ``Date`` (terminals correct their clocks from it) and ``X-Request-Id``."""
+    """Adds ``Date`` (terminals correct their clocks from it, so it is the clock signatures are
+    checked against) and ``X-Request-Id``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -91,7 +105,7 @@ class ResponseHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
-                headers.append((b"date", formatdate(usegmt=True).encode()))
+                headers.append((b"date", formatdate(_gateway_now(scope), usegmt=True).encode()))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
@@ -111,21 +125,31 @@ class BodyLimitMiddleware:
             return
         limit = self.large_paths.get(scope["path"], self.default)
         request_id = scope.get("state", {}).get("request_id")
+        too_large = problem_response("payload_too_large", f"body exceeds {limit} bytes", request_id)
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await problem_response("payload_too_large", f"body exceeds {limit} bytes", request_id)(
-                    scope, receive, send
-                )
+                await too_large(scope, receive, send)
                 return
+        # Without (or despite) a Content-Length, read the body here, up to the limit, and hand
+        # the app the buffered bytes. Raising from inside ``receive`` instead would surface deep
+        # in the app (wrapped in an ExceptionGroup by the http middleware) as a 500.
+        chunks: list[bytes] = []
         received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise StarletteHTTPException(413)
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before finishing its request
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        await self.app(scope, limited_receive, send)
+        async def buffered_receive() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, buffered_receive, send)

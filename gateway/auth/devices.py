@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -13,7 +13,7 @@ from gateway.auth.signatures import check_freshness, parse_signature_params, ver
 from gateway.errors import Unauthorized
 from gateway.protection.crypto import Keyring
 from gateway.store.db import Database
-from gateway.store.models import Device, DeviceKey, utcnow
+from gateway.store.models import Device, DeviceKey
 
 __all__ = ["DeviceAuthenticator", "DeviceIdentity"]
 
@@ -34,10 +34,11 @@ class DeviceAuthenticator:
         self.max_skew = max_skew
 
     async def authenticate(
-        self, *, method: str, path_and_query: str, headers: Mapping[str, str], body: bytes
+        self, *, method: str, path_and_query: str, headers: Mapping[str, str], body: bytes, now: datetime
     ) -> DeviceIdentity:
+        """``now`` is the gateway's clock (the one ``Date`` reports), not the host's."""
         params = parse_signature_params(headers)
-        check_freshness(params, utcnow(), self.max_skew)
+        check_freshness(params, now, self.max_skew)
         async with self.db.transaction() as session:
             row = (
                 await session.execute(
@@ -65,10 +66,10 @@ class DeviceAuthenticator:
             target_uri=self.public_base_url + path_and_query,
             headers=headers,
             body=body,
-            max_skew=self.max_skew,
         )
         # Only a verified signature may consume a nonce, so nobody can burn a device's nonces.
         assert params.nonce is not None
-        if not await self.nonces.claim(key.key_id, params.nonce, timedelta(seconds=2 * self.max_skew + 60)):
+        ttl = timedelta(seconds=2 * self.max_skew + 60)
+        if not await self.nonces.claim(key.key_id, params.nonce, ttl, now=now):
             raise Unauthorized("nonce_reused")
         return DeviceIdentity(device_id=device.id, school_id=device.school_id, key_id=key.key_id)

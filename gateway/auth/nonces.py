@@ -14,14 +14,17 @@ from sqlalchemy import delete
 
 from gateway.store.db import Database
 from gateway.store.dialect import insert_ignore
-from gateway.store.models import Nonce, utcnow
+from gateway.store.models import Nonce
 
 __all__ = ["NonceStore", "RedisNonceStore", "SqlNonceStore"]
 
 
 class NonceStore(Protocol):
-    async def claim(self, key_id: str, nonce: str, ttl: timedelta) -> bool:
-        """True if the nonce was unused (and is now used); False if seen before."""
+    async def claim(self, key_id: str, nonce: str, ttl: timedelta, *, now: datetime) -> bool:
+        """True if the nonce was unused (and is now used); False if seen before.
+
+        ``now`` is the gateway's clock: expiry must be on the clock ``purge`` runs with, or
+        a moved clock would purge nonces whose signatures are still fresh."""
         ...
 
     async def purge(self, now: datetime) -> int: ...
@@ -31,9 +34,9 @@ class SqlNonceStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def claim(self, key_id: str, nonce: str, ttl: timedelta) -> bool:
+    async def claim(self, key_id: str, nonce: str, ttl: timedelta, *, now: datetime) -> bool:
         async with self.db.transaction() as session:
-            values = {"key_id": key_id, "nonce": nonce, "expires_at": utcnow() + ttl}
+            values = {"key_id": key_id, "nonce": nonce, "expires_at": now + ttl}
             result = await session.execute(insert_ignore(session, Nonce.__table__, values))  # type: ignore[arg-type]
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -48,7 +51,7 @@ class RedisNonceStore:
         self.redis = redis
         self.prefix = prefix
 
-    async def claim(self, key_id: str, nonce: str, ttl: timedelta) -> bool:
+    async def claim(self, key_id: str, nonce: str, ttl: timedelta, *, now: datetime) -> bool:
         ok = await self.redis.set(
             f"{self.prefix}nonce:{key_id}:{nonce}", b"1", nx=True, px=int(ttl.total_seconds() * 1000)
         )

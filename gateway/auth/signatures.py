@@ -50,6 +50,18 @@ class _Message:
     headers: dict[str, str]
 
 
+class _Verifier(HTTPMessageVerifier):
+    """The library's verifier without its own timestamp check.
+
+    The library compares ``created`` with the host's wall clock; the gateway checks it against
+    its own clock instead (``check_freshness``, the clock the ``Date`` header reports), so a
+    second, different notion of "now" must not refuse (or admit) a signature.
+    """
+
+    def validate_created_and_expires(self, sig_input: Any, max_age: Any = None) -> None:
+        return None
+
+
 class _OneKey(HTTPSignatureKeyResolver):
     def __init__(self, key_id: str, key: Any) -> None:
         self.key_id, self.key = key_id, key
@@ -104,9 +116,10 @@ def verify_signature(
     target_uri: str,
     headers: Mapping[str, str],
     body: bytes,
-    max_skew: int,
 ) -> None:
-    """Raise ``Unauthorized`` unless the request carries a valid signature by this key."""
+    """Raise ``Unauthorized`` unless the request carries a valid signature by this key.
+
+    Freshness (``created`` against the gateway's clock) is ``check_freshness``'s job."""
     if params.alg != registered_alg:
         raise Unauthorized("alg_mismatch", f"this key signs with {registered_alg}")
     required = ["@method", "@target-uri"]
@@ -129,13 +142,13 @@ def verify_signature(
         key: Any = load_pem_public_key(key_material.encode())
     else:
         key = key_material.encode()
-    verifier = HTTPMessageVerifier(
+    verifier = _Verifier(
         signature_algorithm=ALGORITHMS[registered_alg], key_resolver=_OneKey(params.key_id, key)
     )
-    verifier.max_clock_skew = dt.timedelta(seconds=max_skew)
     message = _Message(method=method.upper(), url=target_uri, headers=dict(headers))
     try:
-        verifier.verify(message, max_age=dt.timedelta(seconds=max_skew), expect_label=None)
+        # Freshness was already checked against the gateway's clock (check_freshness).
+        verifier.verify(message, max_age=None, expect_label=None)
     except InvalidSignature as exc:
         raise Unauthorized("signature_invalid") from exc
     except Exception as exc:  # the library raises its base exception for malformed components

@@ -94,6 +94,12 @@ class IdempotencyService:
                 return Claim(
                     "replay", device_id, key, status=record.response_status, body=record.response_body
                 )
+            # The lock is checked before the resource: ``attach`` links the resource while the
+            # first request is still executing, and until it answers (``finish`` or
+            # ``mark_processing`` clear the lock) another request with the key is "in use".
+            if record.locked_until is not None and record.locked_until > now:
+                retry_after = max(1, int((record.locked_until - now).total_seconds()) // 10 or 1)
+                raise Conflict("idempotency_key_in_use", headers={"Retry-After": str(min(retry_after, 5))})
             if record.resource_id is not None:
                 return Claim(
                     "resource",
@@ -102,10 +108,6 @@ class IdempotencyService:
                     resource_type=record.resource_type,
                     resource_id=record.resource_id,
                 )
-            assert record.locked_until is not None
-            if record.locked_until > now:
-                retry_after = max(1, int((record.locked_until - now).total_seconds()) // 10 or 1)
-                raise Conflict("idempotency_key_in_use", headers={"Retry-After": str(min(retry_after, 5))})
             # The first execution died before changing anything; this request takes it over.
             record.locked_until = now + timedelta(seconds=LOCK_SECONDS)
             return Claim("execute", device_id, key)

@@ -33,7 +33,6 @@ __all__ = ["REVERSAL_BY_RECOVERY", "REVERSAL_BY_TERMINAL", "Resolver"]
 log = logging.getLogger(__name__)
 REVERSAL_BY_RECOVERY = 1  # the outcome stayed unknown past the deadline
 REVERSAL_BY_TERMINAL = 2  # the terminal asked to cancel
-MAX_BACKOFF = 30.0
 
 
 def _event_data(p: Payment) -> dict[str, Any]:
@@ -58,7 +57,9 @@ class Resolver:
         *,
         clock: Callable[[], datetime],
         interval: float,
+        max_backoff: float = 30.0,
     ) -> None:
+        self.max_backoff = max_backoff
         self.db, self.keyring, self.providers, self.clock, self.interval = (
             db,
             keyring,
@@ -68,7 +69,7 @@ class Resolver:
         )
 
     def backoff(self, attempts: int) -> timedelta:
-        return timedelta(seconds=min(self.interval * (2 ** min(attempts, 10)), MAX_BACKOFF))
+        return timedelta(seconds=min(self.interval * (2 ** min(attempts, 10)), self.max_backoff))
 
     async def finish(
         self,

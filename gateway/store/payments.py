@@ -73,7 +73,9 @@ class PaymentRepository:
                 Payment.status.in_(list(from_statuses)),
                 Payment.reversal_requested == 0,
             )
-            .values(reversal_requested=by, next_recovery_at=utcnow(), updated_at=utcnow())
+            .values(
+                reversal_requested=by, next_recovery_at=utcnow(), recovery_attempts=0, updated_at=utcnow()
+            )
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

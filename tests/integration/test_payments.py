@@ -1,0 +1,151 @@
+"""Card payments end to end: statuses, failures, orders and attempts, cancel, refunds."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from gateway.client import CampusPayError
+from gateway.store.models import OutboxEvent, Payment
+from tests.harness import Harness
+
+pytestmark = pytest.mark.integration
+
+
+async def test_success_debits_once_and_records_everything(harness: Harness) -> None:
+    async with harness.client() as client:
+        result = await client.create_payment(**harness.payment(amount=1250, description="Lunch set A"))
+        assert result.status_code == 201
+        body = result.body
+        assert body["status"] == "succeeded" and body["adapter"] == "ecard"
+        assert body["student"] == harness.cards["31000001"]
+        assert body["provider_reference"] == f"{body['id']}-1"
+        assert body["refunded_amount"] == 0 and body["failure_code"] is None
+        fetched = await client.get_payment(body["id"])
+    assert fetched == body
+    assert [d["amount"] for d in await harness.debits()] == [1250]
+    assert await harness.balance("31000001") == 100_000 - 1250
+    async with harness.services.db.transaction() as session:
+        events = await session.execute(select(OutboxEvent).where(OutboxEvent.school_id == harness.school_id))
+        types = [e.event_type for e in events.scalars()]
+    assert types == ["payment.succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("card", "extra", "code"),
+    [
+        ("31000002", {}, "insufficient_balance"),
+        ("31000003", {}, "card_reported_lost"),
+        ("31000005", {}, "card_frozen"),
+        ("31000004", {"pin": "9999"}, "pin_invalid"),
+        ("99999999", {}, "card_unknown"),  # not bound at this school: never reaches the provider
+    ],
+)
+async def test_refusals_are_failed_payments_with_precise_codes(
+    harness: Harness, card: str, extra: dict[str, str], code: str
+) -> None:
+    async with harness.client() as client:
+        result = await client.create_payment(
+            **harness.payment(amount=5000, credential={"card_no": card, **extra})
+        )
+    assert result.status_code == 201
+    assert result.body["status"] == "failed"
+    assert result.body["failure_code"] == code
+    assert result.body["failure_message"]
+    assert await harness.debits() == []
+
+
+async def test_pin_card_pays_with_the_right_pin(harness: Harness) -> None:
+    async with harness.client() as client:
+        result = await client.create_payment(
+            **harness.payment(credential={"card_no": "31000004", "pin": "1234"})
+        )
+    assert result.body["status"] == "succeeded"
+
+
+async def test_duplicate_order_then_new_attempt_after_failure(harness: Harness) -> None:
+    async with harness.client() as client:
+        paid = await client.create_payment(**harness.payment(merchant_order_id="o-1"))
+        with pytest.raises(CampusPayError) as err:
+            await client.create_payment(**harness.payment(merchant_order_id="o-1", amount=99))
+        assert err.value.status == 409 and err.value.code == "duplicate_order"
+        assert err.value.body["payment_id"] == paid.body["id"]
+
+        failed = await client.create_payment(
+            **harness.payment(merchant_order_id="o-2", credential={"card_no": "31000004", "pin": "0000"})
+        )
+        assert failed.body["failure_code"] == "pin_invalid"
+        retried = await client.create_payment(
+            **harness.payment(merchant_order_id="o-2", credential={"card_no": "31000004", "pin": "1234"})
+        )
+        assert retried.body["status"] == "succeeded" and retried.body["id"] != failed.body["id"]
+        listing = await client.list_payments("o-2")
+    assert [p["status"] for p in listing["data"]] == ["failed", "succeeded"]
+
+
+async def test_refunds_partial_full_and_never_more_than_paid(harness: Harness) -> None:
+    async with harness.client() as client:
+        paid = (await client.create_payment(**harness.payment(amount=1000))).body
+        first = await client.refund_payment(paid["id"], amount=300, reason="cold soup")
+        assert first.status_code == 201 and first.body["status"] == "succeeded"
+        with pytest.raises(CampusPayError) as err:
+            await client.refund_payment(paid["id"], amount=701)
+        assert err.value.code == "refund_exceeds_amount" and err.value.body["refundable_amount"] == 700
+        rest = await client.refund_payment(paid["id"], amount=700)
+        assert rest.body["status"] == "succeeded"
+        assert (await client.get_refund(rest.body["id"]))["amount"] == 700
+        payment = await client.get_payment(paid["id"])
+    assert payment["status"] == "succeeded" and payment["refunded_amount"] == 1000
+    assert await harness.balance("31000001") == 100_000
+
+
+async def test_failed_payment_is_neither_refundable_nor_cancelable(harness: Harness) -> None:
+    async with harness.client() as client:
+        failed = (await client.create_payment(**harness.payment(credential={"card_no": "31000003"}))).body
+        with pytest.raises(CampusPayError) as refund_err:
+            await client.refund_payment(failed["id"], amount=1)
+        with pytest.raises(CampusPayError) as cancel_err:
+            await client.cancel_payment(failed["id"])
+    assert refund_err.value.code == "not_refundable"
+    assert cancel_err.value.code == "not_cancelable"
+
+
+async def test_cancel_reverses_in_full_until_midnight_in_store_time(harness: Harness) -> None:
+    async with harness.client() as client:
+        paid = (await client.create_payment(**harness.payment(amount=800))).body
+        await client.refund_payment(paid["id"], amount=100)
+        canceled = await client.cancel_payment(paid["id"])
+        assert canceled.status_code == 200
+        assert canceled.body["status"] == "canceled" and canceled.body["refunded_amount"] == 800
+        with pytest.raises(CampusPayError) as err:
+            await client.refund_payment(paid["id"], amount=1)
+        assert err.value.code == "not_refundable"
+        late = (await client.create_payment(**harness.payment(amount=500))).body
+        harness.clock.advance(days=1)
+        with pytest.raises(CampusPayError) as closed:
+            await client.cancel_payment(late["id"])
+    assert closed.value.code == "cancel_window_closed"
+    assert await harness.balance("31000001") == 100_000 - 500
+
+
+async def test_card_numbers_and_pins_are_not_stored(harness: Harness) -> None:
+    async with harness.client() as client:
+        await client.create_payment(**harness.payment(credential={"card_no": "31000004", "pin": "1234"}))
+    async with harness.services.db.transaction() as session:
+        query = select(Payment).where(Payment.school_id == harness.school_id)
+        payments = (await session.execute(query)).scalars().all()
+        assert [p.card_last4 for p in payments] == ["0004"]
+        dump = []  # every row of every table: the number and the PIN must be nowhere
+        for table in Payment.metadata.sorted_tables:
+            rows = (await session.execute(table.select())).all()
+            dump.extend(repr(tuple(r)) for r in rows)
+    text = "\n".join(dump)
+    assert "31000004" not in text
+    assert "'1234'" not in text
+
+
+async def test_refund_of_unknown_payment_is_404(harness: Harness) -> None:
+    async with harness.client() as client:
+        with pytest.raises(CampusPayError) as err:
+            await client.refund_payment("pay_doesnotexist", amount=1)
+    assert err.value.status == 404 and err.value.code == "not_found"

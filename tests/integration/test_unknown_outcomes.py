@@ -1,0 +1,119 @@
+"""Outcomes the provider did not state: only a verified answer is final; money moves at most once.
+
+The harness runs with a 3 s synchronous budget, a 6 s recovery deadline and a 1 s provider
+timeout, so every path here finishes in seconds. Magic amounts and fault rules are the
+sandbox's (docs/test-values.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Harness, start_harness
+
+pytestmark = pytest.mark.integration
+
+
+async def _kinds(h: Harness) -> list[str]:
+    return [e["kind"] for e in await h.events() if e["kind"].startswith("ecard.")]
+
+
+@pytest.mark.parametrize(
+    ("amount", "what"),
+    [
+        (1092, "applied, then HTTP 500"),
+        (1093, "applied, answer held past the timeout"),
+        (1094, "bad signature"),
+    ],
+)
+async def test_applied_but_unconfirmed_is_resolved_by_query(harness: Harness, amount: int, what: str) -> None:
+    async with harness.client() as client:
+        result = await client.create_payment(**harness.payment(amount=amount))
+    assert result.status_code == 201, what
+    assert result.body["status"] == "succeeded", what
+    assert [d["amount"] for d in await harness.debits()] == [amount]
+
+
+async def test_not_applied_and_unknown_is_reversed_after_the_deadline(harness: Harness) -> None:
+    async with harness.client() as client:
+        result = await client.create_payment(**harness.payment(amount=1091))
+        assert result.status_code == 202 and result.body["status"] == "processing"
+        final = await harness.wait_settled(client, result.body["id"])
+    assert final["status"] == "failed" and final["failure_code"] == "outcome_unknown_reversed"
+    assert await harness.debits() == []
+    assert "ecard.reverse" in await _kinds(harness)
+    assert await harness.balance("31000001") == 100_000
+
+
+async def test_money_moved_then_silence_is_given_back(harness: Harness) -> None:
+    await harness.fault(operation="consume", action="error_500_after_apply")
+    await harness.fault(operation="query", action="error_500", times=-1)
+    await harness.fault(operation="reverse", action="error_500", times=3)  # the reversal is retried too
+    async with harness.client() as client:
+        result = await client.create_payment(**harness.payment(amount=700))
+        assert result.status_code == 202
+        final = await harness.wait_settled(client, result.body["id"])
+    assert final["status"] == "failed" and final["failure_code"] == "outcome_unknown_reversed"
+    kinds = await _kinds(harness)
+    assert kinds.count("ecard.debit") == 1 and kinds.count("ecard.reverse") == 1
+    assert await harness.balance("31000001") == 100_000
+
+
+async def test_processing_payment_resolves_when_the_provider_answers_again(harness: Harness) -> None:
+    await harness.fault(operation="consume", action="error_500_after_apply")
+    await harness.fault(operation="query", action="error_500", times=-1)
+    async with harness.client() as client:
+        result = await client.create_payment(**harness.payment(amount=640))
+        assert result.status_code == 202
+        await harness.sandbox.delete("/_control/faults")
+        final = await harness.wait_settled(client, result.body["id"])
+    assert final["status"] == "succeeded"
+    assert [d["amount"] for d in await harness.debits()] == [640]
+
+
+async def test_cancel_of_a_processing_payment_ends_canceled(harness: Harness) -> None:
+    await harness.fault(operation="consume", action="error_500_after_apply")
+    await harness.fault(operation="query", action="error_500", times=-1)
+    async with harness.client() as client:
+        result = await client.create_payment(**harness.payment(amount=300))
+        assert result.status_code == 202
+        canceled = await client.cancel_payment(result.body["id"])
+        assert canceled.status_code in (200, 202)
+        final = await harness.wait_settled(client, result.body["id"])
+    assert final["status"] == "canceled"
+    assert await harness.balance("31000001") == 100_000
+
+
+async def test_connection_refused_fails_without_charging(tmp_path: Path) -> None:
+    # Real sockets: sandbox.test does not resolve, so no request byte can reach a provider.
+    async with (
+        start_harness(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", data_dir=tmp_path, real_network=True
+        ) as h,
+        h.client() as client,
+    ):
+        result = await client.create_payment(**h.payment())
+        assert result.status_code == 201
+        assert result.body["status"] == "failed" and result.body["failure_code"] == "provider_unavailable"
+        assert await h.debits() == []
+
+
+async def test_resumer_finishes_payments_left_processing_by_a_stopped_gateway(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    async with start_harness(database_url=url, data_dir=tmp_path, run_workers=False) as first:
+        await first.fault(operation="consume", action="error_500_after_apply")
+        await first.fault(operation="query", action="error_500", times=-1)
+        async with first.client() as client:
+            result = await client.create_payment(**first.payment(amount=450))
+        assert result.status_code == 202
+        payment_id, sandbox_app, device = result.body["id"], first.sandbox_app, first.device
+        await first.sandbox.delete("/_control/faults")
+    # A new gateway process on the same database and the same provider: the resumer takes over.
+    async with start_harness(
+        database_url=url, data_dir=tmp_path, seed=False, sandbox_app=sandbox_app
+    ) as second:
+        async with second.client(device) as client:
+            final = await second.wait_settled(client, payment_id)
+    assert final["status"] == "succeeded"
