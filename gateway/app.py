@@ -167,7 +167,12 @@ async def build_services(
         interval=settings.recovery_interval_seconds,
         max_backoff=settings.recovery_max_backoff_seconds,
     )
-    idempotency = IdempotencyService(db, keyring, timedelta(hours=settings.idempotency_retention_hours))
+    idempotency = IdempotencyService(
+        db,
+        keyring,
+        timedelta(hours=settings.idempotency_retention_hours),
+        lock=timedelta(seconds=settings.sync_budget_seconds + 10),
+    )
     payments_service = PaymentService(
         db,
         keyring,

@@ -110,3 +110,7 @@ def keys(
     private_path.write_text(private_pem)
     public_path.write_text(public_pem)
     typer.echo(f"wrote {private_path} (keep secret) and {public_path} (register this one)")
+
+
+if __name__ == "__main__":  # `python -m gateway.cli`, used by the process tests
+    app()

@@ -122,17 +122,17 @@ class Harness:
         return list(data["events"] if isinstance(data, dict) else data)
 
     async def wait_settled(
-        self, client: CampusPayClient, payment_id: str, timeout: float = 20.0
+        self, client: CampusPayClient, payment_id: str, within: float = 20.0
     ) -> dict[str, Any]:
         """Poll until the payment is no longer being resolved (bounded)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while True:
             payment: dict[str, Any] = await client.get_payment(payment_id)
             if payment["status"] != "processing":
                 return payment
             if loop.time() > deadline:
-                raise AssertionError(f"payment {payment_id} still processing after {timeout} s")
+                raise AssertionError(f"payment {payment_id} still processing after {within} s")
             await asyncio.sleep(0.1)
 
     async def debits(self) -> list[dict[str, Any]]:
@@ -185,6 +185,7 @@ async def start_harness(
     run_workers: bool = True,
     sandbox_app: FastAPI | None = None,
     real_network: bool = False,
+    wrap_transport: Any = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[Harness]:
     """``sandbox_app`` lets a restarted gateway keep talking to the same provider state;
@@ -192,7 +193,11 @@ async def start_harness(
     settings = make_settings(database_url, data_dir, **settings_overrides)
     clock = Clock()
     sandbox_app = sandbox_app or create_sandbox_app()
-    transport = None if real_network else httpx.ASGITransport(app=sandbox_app)
+    transport: httpx.AsyncBaseTransport | None = None
+    if not real_network:
+        transport = httpx.ASGITransport(app=sandbox_app)
+        if wrap_transport is not None:
+            transport = wrap_transport(transport)
     app = create_app(settings, provider_transport=transport, clock=clock, run_workers=run_workers)
     async with (
         app.router.lifespan_context(app),

@@ -31,7 +31,6 @@ from gateway.store.models import IdempotencyRecord, utcnow
 
 __all__ = ["Claim", "IdempotencyService", "validate_key"]
 
-LOCK_SECONDS = 90  # longer than the synchronous budget, so a live request never loses its claim
 
 
 def validate_key(key: str | None) -> str:
@@ -56,8 +55,11 @@ class Claim:
 
 
 class IdempotencyService:
-    def __init__(self, db: Database, keyring: Keyring, retention: timedelta) -> None:
-        self.db, self.keyring, self.retention = db, keyring, retention
+    def __init__(self, db: Database, keyring: Keyring, retention: timedelta, lock: timedelta) -> None:
+        """``lock``: how long a claim counts as "still executing". Longer than the synchronous
+        budget, so a live request never loses its claim; short enough that after a crash the
+        key answers with the payment's state again within seconds."""
+        self.db, self.keyring, self.retention, self.lock = db, keyring, retention, lock
 
     def fingerprint(self, method: str, path: str, body: bytes) -> str:
         # Keyed, so a stored fingerprint reveals nothing about the request it came from.
@@ -67,6 +69,15 @@ class IdempotencyService:
         ).hexdigest()
 
     async def claim(self, device_id: str, key: str, fingerprint: str) -> Claim:
+        # On PostgreSQL the record that made the INSERT conflict can be released (deleted) by a
+        # refused request before the SELECT sees it; the key is then free again: claim afresh.
+        for _ in range(3):
+            claim = await self._claim_once(device_id, key, fingerprint)
+            if claim is not None:
+                return claim
+        raise Conflict("idempotency_key_in_use", headers={"Retry-After": "1"})
+
+    async def _claim_once(self, device_id: str, key: str, fingerprint: str) -> Claim | None:
         now = utcnow()
         async with self.db.transaction() as session:
             values = {
@@ -74,7 +85,7 @@ class IdempotencyService:
                 "key": key,
                 "fingerprint": fingerprint,
                 "state": "executing",
-                "locked_until": now + timedelta(seconds=LOCK_SECONDS),
+                "locked_until": now + self.lock,
                 "created_at": now,
                 "expires_at": now + self.retention,
             }
@@ -87,7 +98,9 @@ class IdempotencyService:
                     .where(IdempotencyRecord.device_id == device_id, IdempotencyRecord.key == key)
                     .with_for_update()
                 )
-            ).scalar_one()
+            ).scalar_one_or_none()
+            if record is None:
+                return None
             if not hmac.compare_digest(record.fingerprint, fingerprint):
                 raise Unprocessable("idempotency_key_reused")
             if record.state == "done":
@@ -109,7 +122,7 @@ class IdempotencyService:
                     resource_id=record.resource_id,
                 )
             # The first execution died before changing anything; this request takes it over.
-            record.locked_until = now + timedelta(seconds=LOCK_SECONDS)
+            record.locked_until = now + self.lock
             return Claim("execute", device_id, key)
 
     @staticmethod
@@ -140,15 +153,29 @@ class IdempotencyService:
             )
 
     async def release(self, claim: Claim) -> None:
-        """Forget a claim whose request was refused before it changed anything."""
+        """The request ended without an answer to store (refused, or it raised).
+
+        Refused before it changed anything: forget the claim, so a corrected retry runs. If it
+        had already created its resource, keep the link but drop the execution lock: nothing is
+        executing any more, so a retry answers with the resource's current state at once instead
+        of 409 ``idempotency_key_in_use`` until the lock runs out.
+        """
         async with self.db.transaction() as session:
+            mine = (
+                IdempotencyRecord.device_id == claim.device_id,
+                IdempotencyRecord.key == claim.key,
+            )
             await session.execute(
                 delete(IdempotencyRecord).where(
-                    IdempotencyRecord.device_id == claim.device_id,
-                    IdempotencyRecord.key == claim.key,
+                    *mine,
                     IdempotencyRecord.resource_id.is_(None),
                     IdempotencyRecord.state == "executing",
                 )
+            )
+            await session.execute(
+                update(IdempotencyRecord)
+                .where(*mine, IdempotencyRecord.resource_id.is_not(None), IdempotencyRecord.state != "done")
+                .values(state="processing", locked_until=None)
             )
 
     async def purge(self, now: datetime) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.harness import Harness, start_harness
@@ -117,3 +118,50 @@ async def test_resumer_finishes_payments_left_processing_by_a_stopped_gateway(tm
         async with second.client(device) as client:
             final = await second.wait_settled(client, payment_id)
     assert final["status"] == "succeeded"
+
+
+class DelayedPacket(httpx.AsyncBaseTransport):
+    """The network between gateway and provider: holds the first consume instead of delivering
+    it (the gateway sees a read timeout), so the test can deliver those exact bytes later."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.held: httpx.Request | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.held is None and request.url.path.endswith("/v1/consume"):
+            await request.aread()
+            self.held = request
+            raise httpx.ReadTimeout("held in the network", request=request)
+        return await self.inner.handle_async_request(request)
+
+    async def deliver(self) -> httpx.Response:
+        assert self.held is not None
+        response = await self.inner.handle_async_request(self.held)
+        await response.aread()
+        return response
+
+
+async def test_a_charge_arriving_after_the_reversal_moves_no_money(tmp_path: Path) -> None:
+    network: list[DelayedPacket] = []
+
+    def wrap(inner: httpx.AsyncBaseTransport) -> DelayedPacket:
+        network.append(DelayedPacket(inner))
+        return network[0]
+
+    async with (
+        start_harness(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+            data_dir=tmp_path,
+            wrap_transport=wrap,
+        ) as h,
+        h.client() as client,
+    ):
+        result = await client.create_payment(**h.payment(amount=880))
+        assert result.status_code == 202
+        final = await h.wait_settled(client, result.body["id"])
+        assert final["failure_code"] == "outcome_unknown_reversed"
+        late = await network[0].deliver()  # the original, correctly signed consume finally arrives
+        assert late.json()["code"] == "ORDER_REVERSED"
+        assert await h.debits() == []
+        assert await h.balance("31000001") == 100_000
