@@ -241,7 +241,7 @@ class BaseAdapter:
         raise self._unsupported(Operation.IDENTIFY)
 
     async def parse_notification(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
-        raise self._unsupported(Operation.PAY)
+        raise OperationUnsupported(f"{self.name} sends no notifications")
 
     async def download_bill(self, day: date) -> bytes:
         raise self._unsupported(Operation.BILLS)

@@ -48,7 +48,7 @@ class StartupRefused(RuntimeError):
 
 def load_keyring(settings: Settings) -> Keyring:
     if settings.master_key:
-        return Keyring.from_b64(settings.master_key)
+        return Keyring.from_b64(settings.master_key, settings.previous_master_keys)
     if settings.env is Environment.PRODUCTION:
         raise StartupRefused("CAMPUSPAY_MASTER_KEY is required in production")
     path = settings.data_dir / "master.key"
@@ -60,13 +60,16 @@ def load_keyring(settings: Settings) -> Keyring:
     return Keyring.from_b64(path.read_text().strip())
 
 
-DESCRIPTION = f"""
+def describe(retention_hours: int) -> str:
+    codes = "\n".join(f"- `{code}` ({status}): {title}" for code, (status, title) in sorted(CODES.items()))
+    return f"""
 One signed HTTP API for school payment terminals. Device requests are signed with RFC 9421
 HTTP Message Signatures (see docs/signing.md). Every POST that creates or moves money needs an
-`Idempotency-Key`; keys are kept at least 24 hours (default 48, `CAMPUSPAY_IDEMPOTENCY_RETENTION_HOURS`).
-Errors are RFC 9457 problem details with a stable `code`:
+`Idempotency-Key`; this gateway keeps keys for {retention_hours} hours (never less than 24; set with
+`CAMPUSPAY_IDEMPOTENCY_RETENTION_HOURS`, default 48). Errors are RFC 9457 problem details with a
+stable `code`:
 
-{chr(10).join(f"- `{code}` ({status}): {title}" for code, (status, title) in sorted(CODES.items()))}
+{codes}
 """
 
 
@@ -99,7 +102,12 @@ def create_app(
                 await services.redis.aclose()
             await services.db.dispose()
 
-    app = FastAPI(title="CampusPay gateway", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="CampusPay gateway",
+        version=__version__,
+        description=describe(settings.idempotency_retention_hours),
+        lifespan=lifespan,
+    )
     install_handlers(app)
     app.include_router(payments.router)
     app.include_router(admin.router)

@@ -33,7 +33,8 @@ def serve(
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = Settings.load(config, **overrides)
-    if "CAMPUSPAY_PUBLIC_BASE_URL" not in __import__("os").environ and (config is None):
+    if "public_base_url" not in settings.model_fields_set:
+        # Not configured anywhere: terminals reach this process where it listens.
         settings = settings.model_copy(update={"public_base_url": f"http://{_display_host(host)}:{port}"})
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     application = create_app(settings)

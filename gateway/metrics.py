@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["HTTP_LATENCY", "REGISTRY"]
+__all__ = ["HTTP_LATENCY", "PAYMENTS", "REGISTRY"]
 
 REGISTRY = CollectorRegistry()
 HTTP_LATENCY = Histogram(

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # 32 bytes, base64. In sandbox a key is generated into the data directory when unset;
     # production refuses to start without one.
     master_key: str | None = None
+    # Earlier master keys, oldest first, kept while data wrapped with them is re-wrapped
+    # (`campuspay rewrap`). The oldest is also the root of keyed hashes, which never change.
+    previous_master_keys: list[str] = Field(default_factory=list)
     signature_max_skew_seconds: int = Field(default=300, ge=1, le=3600)
     idempotency_retention_hours: int = Field(default=48, ge=24)
     sync_budget_seconds: float = Field(default=20.0, gt=0)
@@ -65,6 +68,14 @@ class Settings(BaseSettings):
     def _master_key_is_32_bytes(cls, v: str | None) -> str | None:
         if v is not None and len(base64.b64decode(v, validate=True)) != 32:
             raise ValueError("master_key must be 32 bytes, base64-encoded")
+        return v
+
+    @field_validator("previous_master_keys")
+    @classmethod
+    def _previous_keys_are_32_bytes(cls, v: list[str]) -> list[str]:
+        for key in v:
+            if len(base64.b64decode(key, validate=True)) != 32:
+                raise ValueError("previous_master_keys must each be 32 bytes, base64-encoded")
         return v
 
     @classmethod

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.auth.tokens import AdminPrincipal
+from gateway.idempotency.service import validate_key
 from gateway.payments.service import Caller
 from gateway.services import Services
 
@@ -33,6 +34,9 @@ def path_and_query(request: Request) -> str:
 async def authenticate_device(request: Request, services: ServicesDep) -> Caller:
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
+    if "idempotency-key" in headers:
+        # A malformed key cannot even be signed over: say what is wrong with it, not "bad signature".
+        validate_key(headers["idempotency-key"])
     identity = await services.devices.authenticate(
         method=request.method,
         path_and_query=path_and_query(request),

@@ -15,6 +15,7 @@ from gateway.api.problems import validation_problem
 from gateway.api.schemas import PaymentCreate, PaymentList, PaymentOut, Problem, RefundCreate, RefundOut
 from gateway.errors import Unprocessable
 from gateway.idempotency.service import Claim
+from gateway.metrics import PAYMENTS
 from gateway.payments.service import PaymentInput, is_pending
 from gateway.payments.state import payment_resource, refund_resource
 from gateway.protection.biometrics import reject_biometric_payload
@@ -80,6 +81,7 @@ async def create_payment(request: Request, caller: DeviceDep, services: Services
 
     async def execute(claim: Claim) -> tuple[int, dict[str, Any]]:
         payment = await services.payments.create(caller, payment_input, claim)
+        PAYMENTS.labels(payment.method, payment.status).inc()
         return (202 if is_pending(payment) else 201), payment_resource(payment)
 
     return await run_idempotent(request, services, caller, execute)

@@ -32,7 +32,6 @@ from gateway.store.models import IdempotencyRecord, utcnow
 __all__ = ["Claim", "IdempotencyService", "validate_key"]
 
 
-
 def validate_key(key: str | None) -> str:
     if key is None:
         raise BadRequest("idempotency_key_missing")

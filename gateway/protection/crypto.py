@@ -62,7 +62,9 @@ class Keyring:
 
     @classmethod
     def from_b64(cls, current: str, previous: list[str] | None = None) -> Keyring:
-        return cls(base64.b64decode(current), [base64.b64decode(p) for p in previous or []])
+        """``previous`` oldest first; the oldest key of all roots the keyed hashes."""
+        old = [base64.b64decode(p) for p in previous or []]
+        return cls(base64.b64decode(current), old, hash_root=old[0] if old else None)
 
     @staticmethod
     def generate() -> str:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import select
 
-from adapters.base import Adapter, ProviderConfig
+from adapters.base import Adapter, AdapterConfigError, ProviderConfig
 from adapters.registry import AdapterRegistry
 from gateway.errors import Unprocessable
 from gateway.protection import audit
@@ -94,6 +94,10 @@ class ProviderSettings:
         if adapter not in self.registry:
             raise Unprocessable("unknown_adapter", f"no adapter named {adapter!r}")
         self._check_endpoint(endpoint)
+        try:  # the adapter itself says whether these settings are usable, before anything is stored
+            self.registry.create(adapter, ProviderConfig(endpoint, credentials, options), self.http)
+        except AdapterConfigError as exc:
+            raise Unprocessable("validation_error", f"{adapter}: {exc}") from exc
         enc = self.keyring.encrypt(json.dumps(credentials), aad=self._aad(school_id, adapter))
         async with self.db.transaction() as session:
             row = await session.get(ProviderSetting, (school_id, adapter), with_for_update=True)
