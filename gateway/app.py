@@ -37,7 +37,7 @@ from gateway.store.models import utcnow
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
 
-__all__ = ["StartupRefused", "build_services", "create_app", "load_keyring"]
+__all__ = ["StartupRefused", "build_services", "create_app", "describe", "load_keyring"]
 
 log = logging.getLogger("campuspay")
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     max_batch_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     config_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _deadline_after_handover(self) -> Settings:
+        # A payment whose request died is picked up sync_budget + 2 s after it started; the
+        # worker must still have time to *query* it before the deadline forces a reversal.
+        if self.recovery_deadline_seconds <= self.sync_budget_seconds + 2:
+            raise ValueError("recovery_deadline_seconds must exceed sync_budget_seconds + 2")
+        return self
 
     @field_validator("public_base_url")
     @classmethod

@@ -34,6 +34,9 @@ from gateway.webhooks.outbox import emit
 __all__ = ["Caller", "PaymentInput", "PaymentService", "is_pending"]
 
 log = logging.getLogger(__name__)
+# The worker leaves a payment alone this long past the synchronous budget: its request may still
+# be finishing it. A crash costs at most this delay before recovery starts.
+HANDOVER_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ class PaymentService:
             payment.provider_reference = f"{payment.id}-1"
             payment.recovery_deadline = now + timedelta(seconds=self.recovery_deadline)
             # The worker leaves it alone while this request is still working on it.
-            payment.next_recovery_at = now + timedelta(seconds=self.sync_budget + 5)
+            payment.next_recovery_at = now + timedelta(seconds=self.sync_budget + HANDOVER_MARGIN)
         try:
             async with self.db.transaction() as session:
                 repo = PaymentRepository(session)
@@ -365,7 +368,7 @@ class PaymentService:
                 currency=payment.currency,
                 reason=reason,
                 status="processing",
-                next_recovery_at=self.clock() + timedelta(seconds=self.sync_budget + 5),
+                next_recovery_at=self.clock() + timedelta(seconds=self.sync_budget + HANDOVER_MARGIN),
             )
             refund.provider_reference = refund.id
             session.add(refund)

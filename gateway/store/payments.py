@@ -91,7 +91,7 @@ class PaymentRepository:
             .where(
                 or_(
                     Payment.status == "processing",
-                    (Payment.status == "succeeded") & (Payment.reversal_requested == 1),
+                    (Payment.status == "succeeded") & (Payment.reversal_requested > 0),
                 ),
                 Payment.next_recovery_at <= now,
             )

@@ -48,8 +48,8 @@ class World:
             "CAMPUSPAY_MASTER_KEY": TEST_MASTER_KEY,
             "CAMPUSPAY_BOOTSTRAP_TOKEN": self.token,
             "CAMPUSPAY_PUBLIC_BASE_URL": self.gateway_url,
-            "CAMPUSPAY_SYNC_BUDGET_SECONDS": "5",
-            "CAMPUSPAY_RECOVERY_DEADLINE_SECONDS": "3",
+            "CAMPUSPAY_SYNC_BUDGET_SECONDS": "2",
+            "CAMPUSPAY_RECOVERY_DEADLINE_SECONDS": "6",
             "CAMPUSPAY_RECOVERY_INTERVAL_SECONDS": "0.1",
             "CAMPUSPAY_RECOVERY_MAX_BACKOFF_SECONDS": "0.5",
             "CAMPUSPAY_PROVIDER_TIMEOUT_SECONDS": "30",
@@ -206,8 +206,8 @@ async def test_gateway_killed_before_the_charge_landed(world: World) -> None:
     with world.gateway() as gateway:
         await seed(world)
         body["store_id"] = world.store_id
-        # The e-card holds the consume for 8 s before applying it: it lands long after the kill.
-        await world.fault(operation="consume", action="delay", delay_ms=8_000)
+        # The e-card holds the consume for 10 s before applying it: it lands long after the kill.
+        await world.fault(operation="consume", action="delay", delay_ms=10_000)
         async with world.client() as client:
             pending = asyncio.create_task(client.create_payment(**body, idempotency_key=key))
             await _wait_for(lambda: _has(world, "fault"))
@@ -217,7 +217,7 @@ async def test_gateway_killed_before_the_charge_landed(world: World) -> None:
     with world.gateway():
         final = await _settled(world, body, key)
         # Outlive the hold: should the held consume still be processed, it meets the reversal.
-        await asyncio.sleep(9)
+        await asyncio.sleep(6)
     assert final["status"] == "failed" and final["failure_code"] == "outcome_unknown_reversed"
     assert await world.events("ecard.debit") == []
     assert [d.get("code") for d in await world.events("ecard.decline")] in ([], ["ORDER_REVERSED"])

@@ -174,6 +174,16 @@ async def test_nonce_is_single_use(harness: Harness) -> None:
     await attempt.retry_succeeds(harness.device)
 
 
+async def test_query_and_method_of_a_get_are_covered(harness: Harness) -> None:
+    assert harness.device is not None
+    request = signed(harness, harness.device, "GET", "/v1/payments?merchant_order_id=mine")
+    other_query = httpx.Request("GET", str(request.url).replace("=mine", "=theirs"), headers=request.headers)
+    assert_problem(await harness.gateway.send(other_query), 401, "signature_invalid")
+    as_post = signed(harness, harness.device, "POST", "/v1/payments?merchant_order_id=mine")
+    assert_problem(await harness.gateway.send(unsigned_copy(as_post, method="GET")), 401, "signature_invalid")
+    assert (await harness.gateway.send(request)).status_code == 200
+
+
 async def test_nonces_expire_on_the_gateway_clock(harness: Harness) -> None:
     """A nonce is remembered for as long as its signature is fresh on the gateway's clock, also
     when that clock is far from the host's, and housekeeping runs in between."""

@@ -147,8 +147,34 @@ async def test_admin_tokens_reach_only_their_own_school(harness: Harness) -> Non
     assert r.status_code == 200 and [s["id"] for s in r.json()] == [other.store_id]
 
 
+async def test_own_school_path_with_another_schools_ids(harness: Harness) -> None:
+    """A school admin naming its own school in the path cannot reach another school's devices."""
+    other = await second_school(harness)
+    s, d = f"/v1/schools/{harness.school_id}", other.device.device_id
+    probes = [
+        ("POST", f"{s}/devices/{d}/keys", {"alg": "hmac-sha256"}),
+        ("DELETE", f"{s}/devices/{d}/keys/{other.device.key_id}", None),
+        ("DELETE", f"{s}/devices/{d}", None),
+    ]
+    for method, path, body in probes:
+        assert_problem(await harness.admin(method, path, body), 404, "not_found")
+    r = await harness.admin("GET", f"/v1/schools/{other.id}/devices", token=other.api_key)
+    assert [(x["status"], len(x["keys"])) for x in r.json()] == [("active", 1)]
+    # Nor bind a card to another school's student.
+    student = await harness.admin(
+        "POST",
+        f"/v1/schools/{other.id}/students",
+        {"external_ref": "b1", "age_band": "adult"},
+        token=other.api_key,
+    )
+    r = await harness.admin("POST", f"{s}/cards", {"student_id": student.json()["id"], "card_no": "77770001"})
+    assert_problem(r, 422, "validation_error")
+
+
 async def test_only_the_platform_creates_schools(harness: Harness) -> None:
     assert_problem(await harness.admin("POST", "/v1/schools", {"name": "Nope"}), 403, "forbidden")
+    r = await harness.admin("POST", "/v1/schools", {"name": ""}, token=harness.platform_token)
+    assert_problem(r, 422, "validation_error")
     bad = [
         {},
         {"Authorization": "Bearer cp_sk_not-a-real-token"},

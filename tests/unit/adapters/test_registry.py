@@ -1,0 +1,64 @@
+"""The registry: built-ins, third-party adapters through the entry-point group, no shadowing."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.base import ProviderConfig
+from adapters.ecard import EcardAdapter
+from adapters.registry import ENTRY_POINT_GROUP, UnknownAdapter, default_registry
+
+pytestmark = pytest.mark.unit
+
+
+def _install_plugin(root: Path, name: str, target: str) -> None:
+    """A real installed distribution (dist-info with entry_points.txt) on sys.path."""
+    (root / "campuspay_plugin_demo.py").write_text(
+        textwrap.dedent("""
+        from typing import ClassVar
+        from adapters.base import BaseAdapter, Capabilities, Operation
+
+        class DemoBank(BaseAdapter):
+            name: ClassVar[str] = "demobank"
+            capabilities: ClassVar[Capabilities] = Capabilities(
+                methods=frozenset({"card"}), operations=frozenset({Operation.PAY}))
+    """)
+    )
+    dist = root / "campuspay_plugin_demo-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: campuspay-plugin-demo\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {target}\n")
+
+
+def test_builtins_are_registered() -> None:
+    registry = default_registry(plugins=False)
+    assert list(registry) == ["ecard"]
+    assert registry.capabilities("ecard") is EcardAdapter.capabilities
+    with pytest.raises(UnknownAdapter):
+        registry.capabilities("nope")
+
+
+async def test_a_plugin_is_loaded_from_its_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_plugin(tmp_path, "demobank", "campuspay_plugin_demo:DemoBank")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = default_registry()
+    assert "demobank" in registry
+    async with httpx.AsyncClient() as http:
+        adapter = registry.create("demobank", ProviderConfig("http://bank.test", {}), http)
+    assert adapter.name == "demobank"
+    sys.modules.pop("campuspay_plugin_demo", None)
+
+
+def test_a_plugin_cannot_shadow_a_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_plugin(tmp_path, "ecard", "campuspay_plugin_demo:DemoBank")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = default_registry()
+    assert registry.capabilities("ecard") is EcardAdapter.capabilities
+    sys.modules.pop("campuspay_plugin_demo", None)
