@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from adapters.registry import default_registry
 from gateway import __version__
-from gateway.api import admin, health, payments
+from gateway.api import admin, consent, health, notify, payments
 from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
 from gateway.auth.devices import DeviceAuthenticator
 from gateway.auth.nonces import NonceStore, RedisNonceStore, SqlNonceStore
@@ -29,6 +29,7 @@ from gateway.metrics import HTTP_LATENCY
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.resolver import Resolver
 from gateway.payments.service import PaymentService
+from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
 from gateway.services import Services
 from gateway.settings import Environment, Settings
@@ -111,6 +112,8 @@ def create_app(
     install_handlers(app)
     app.include_router(payments.router)
     app.include_router(admin.router)
+    app.include_router(consent.router)
+    app.include_router(notify.router)
     app.include_router(health.router)
 
     @app.middleware("http")
@@ -181,12 +184,14 @@ async def build_services(
         timedelta(hours=settings.idempotency_retention_hours),
         lock=timedelta(seconds=settings.sync_budget_seconds + 10),
     )
+    consents = ConsentService(db, keyring, clock=clock)
     payments_service = PaymentService(
         db,
         keyring,
         tenancy,
         providers,
         resolver,
+        consents,
         clock=clock,
         sync_budget=settings.sync_budget_seconds,
         recovery_deadline=settings.recovery_deadline_seconds,
@@ -210,9 +215,17 @@ async def build_services(
         idempotency=idempotency,
         tenancy=tenancy,
         providers=providers,
+        consents=consents,
         payments=payments_service,
         recovery=RecoveryWorker(
-            db, resolver, idempotency, nonces, clock=clock, interval=settings.recovery_interval_seconds
+            db,
+            resolver,
+            idempotency,
+            nonces,
+            consents=consents,
+            providers=providers,
+            clock=clock,
+            interval=settings.recovery_interval_seconds,
         ),
         clock=clock,
     )

@@ -16,6 +16,7 @@ from gateway.auth.tokens import TokenAuthenticator
 from gateway.idempotency.service import IdempotencyService
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.service import PaymentService
+from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
 from gateway.settings import Settings
 from gateway.store.db import Database
@@ -39,6 +40,7 @@ class Services:
     idempotency: IdempotencyService
     tenancy: TenancyService
     providers: ProviderSettings
+    consents: ConsentService
     payments: PaymentService
     recovery: RecoveryWorker
     clock: Callable[[], datetime]

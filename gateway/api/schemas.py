@@ -211,3 +211,82 @@ class ProviderCheckOut(BaseModel):
     adapter: str
     ok: bool
     detail: str
+
+
+class GuardianIn(Strict):
+    student_id: str
+    external_ref: Annotated[str, Field(min_length=1, max_length=64)]
+    relation: Literal["mother", "father", "guardian", "other"]
+    name: Annotated[str | None, Field(max_length=100, description="Encrypted at rest")] = None
+
+
+class GuardianOut(BaseModel):
+    id: str
+    student_id: str
+    external_ref: str
+    relation: str
+
+
+class NoticeIn(Strict):
+    version: Annotated[str, Field(min_length=1, max_length=40)]
+    content: Annotated[
+        str, Field(min_length=1, max_length=20000, description="The full text shown to signers")
+    ]
+    standalone: bool = Field(description="Must be true: a face-consent notice is never part of general terms")
+    controller: str = Field(description="Who processes the data")
+    contact: str = Field(description="How to contact them")
+    purpose: str
+    method: str
+    retention: str
+    rights: str = Field(description="How to see, copy, correct, delete and withdraw")
+    necessity_impact: str
+
+
+class NoticeOut(BaseModel):
+    id: str
+    version: str
+    content_hash: str
+
+
+class ConsentSigner(Strict):
+    type: Literal["guardian", "student"]
+    guardian_id: str | None = None
+
+
+class ConsentIn(Strict):
+    student_id: str
+    signer: ConsentSigner
+    notice_id: str
+    notice_version: str
+    notice_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    scope: Literal["face_payment"]
+    ends_at: datetime | None = Field(description="Required: consents are never permanent")
+
+
+class ConsentOut(BaseModel):
+    id: str
+    student_id: str
+    signer_type: str
+    scope: str
+    status: str
+    ends_at: datetime
+    withdrawn_at: datetime | None
+
+
+class EnrollmentIn(Strict):
+    student_id: str
+    provider: Annotated[str, Field(min_length=1, max_length=40)]
+    provider_user_id: Annotated[str, Field(min_length=1, max_length=64)]
+    agreement_no: Annotated[str | None, Field(max_length=64)] = None
+    consent_id: str
+
+
+class EnrollmentOut(BaseModel):
+    id: str
+    student_id: str
+    provider: str
+    provider_user_id: str
+    consent_id: str
+    status: str
+    deletion_reason: str | None
+    deleted_at: datetime | None

@@ -16,12 +16,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
+from adapters.base import Outcome
 from gateway.auth.nonces import NonceStore
 from gateway.idempotency.service import IdempotencyService
 from gateway.payments.resolver import Resolver
+from gateway.protection.consent import ConsentService
 from gateway.store.db import Database
 from gateway.store.models import Payment, Refund
 from gateway.store.payments import PaymentRepository
+from gateway.tenancy.providers import ProviderSettings
 
 __all__ = ["RecoveryWorker"]
 
@@ -38,11 +41,14 @@ class RecoveryWorker:
         idempotency: IdempotencyService,
         nonces: NonceStore,
         *,
+        consents: ConsentService,
+        providers: ProviderSettings,
         clock: Callable[[], datetime],
         interval: float,
         batch: int = 50,
     ) -> None:
         self.db, self.resolver, self.idempotency, self.nonces = db, resolver, idempotency, nonces
+        self.consents, self.providers = consents, providers
         self.clock, self.interval, self.batch = clock, interval, batch
         self._task: asyncio.Task[None] | None = None
 
@@ -60,7 +66,7 @@ class RecoveryWorker:
         now = self.clock()
         horizon = now + timedelta(days=3650) if resume_all else now
         async with self.db.transaction() as session:
-            repo = PaymentRepository(session)
+            repo = PaymentRepository(session, self.clock)
             payments = list(await repo.due_for_recovery(horizon, self.batch))
             refunds = list(await repo.refunds_due(horizon, self.batch))
             if resume_all:
@@ -86,7 +92,30 @@ class RecoveryWorker:
                 worked += 1
             except Exception:
                 log.exception("recovery of refund %s failed; will retry", refund.id)
+        worked += await self.run_deletions()
         return worked
+
+    async def run_deletions(self) -> int:
+        """COMPLIANCE rule 10: delete enrolments at the provider, retried until acknowledged."""
+        done = 0
+        for enrollment in await self.consents.deletions_due(self.batch):
+            adapter = await self.providers.adapter(enrollment.school_id, enrollment.provider)
+            try:
+                if adapter is None:
+                    raise RuntimeError(f"{enrollment.provider} is not configured")
+                result = await adapter.delete_enrollment(enrollment.provider_user_id)
+            except Exception as exc:
+                log.warning("deleting enrolment %s failed: %s; will retry", enrollment.id, type(exc).__name__)
+                result = None
+            if result is not None and result.outcome is Outcome.SUCCEEDED:
+                receipt = {"provider": enrollment.provider, **{k: str(v) for k, v in result.raw.items()}}
+                await self.consents.deletion_done(enrollment, receipt, ACTOR)
+                done += 1
+            else:
+                await self.consents.deletion_retry(
+                    enrollment, self.resolver.backoff(enrollment.delete_attempts)
+                )
+        return done
 
     async def housekeeping(self) -> None:
         now = self.clock()

@@ -84,7 +84,7 @@ class Resolver:
     ) -> bool:
         """One transaction: CAS the status, update the attempt, audit, outbox."""
         async with self.db.transaction() as session:
-            repo = PaymentRepository(session)
+            repo = PaymentRepository(session, self.clock)
             moved = await repo.transition(
                 payment_id,
                 from_statuses=from_statuses,
@@ -140,7 +140,7 @@ class Resolver:
             await self._reversed(payment, actor=actor, provider_code=result.code)
         else:
             async with self.db.transaction() as session:
-                repo = PaymentRepository(session)
+                repo = PaymentRepository(session, self.clock)
                 await repo.update_attempt(payment.id, "unknown", result.code)
                 await repo.schedule(payment.id, self.clock() + self.backoff(payment.recovery_attempts))
 
@@ -168,7 +168,7 @@ class Resolver:
     async def step(self, payment_id: str, *, actor: str) -> Payment:
         """One recovery step for a payment that is processing or awaiting its reversal."""
         async with self.db.transaction() as session:
-            payment = await PaymentRepository(session).get(payment_id)
+            payment = await PaymentRepository(session, self.clock).get(payment_id)
         assert payment is not None
         pending = payment.status == "processing" or (
             payment.status == "succeeded" and payment.reversal_requested
@@ -190,14 +190,14 @@ class Resolver:
                 payment, await self._safe(adapter.query, payment.provider_reference), actor=actor
             )
         async with self.db.transaction() as session:
-            fresh = await PaymentRepository(session).get(payment_id)
+            fresh = await PaymentRepository(session, self.clock).get(payment_id)
         assert fresh is not None
         return fresh
 
     async def _reverse(self, adapter: Adapter, payment: Payment, *, actor: str) -> None:
         if not payment.reversal_requested:
             async with self.db.transaction() as session:
-                await PaymentRepository(session).request_reversal(
+                await PaymentRepository(session, self.clock).request_reversal(
                     payment.id, ("processing",), by=REVERSAL_BY_RECOVERY
                 )
                 await audit.append(
@@ -220,7 +220,7 @@ class Resolver:
 
     async def _reschedule(self, payment: Payment) -> None:
         async with self.db.transaction() as session:
-            await PaymentRepository(session).schedule(
+            await PaymentRepository(session, self.clock).schedule(
                 payment.id, self.clock() + self.backoff(payment.recovery_attempts)
             )
 
@@ -237,7 +237,7 @@ class Resolver:
 
     async def apply_refund(self, refund: Refund, result: ProviderResult, *, actor: str) -> None:
         async with self.db.transaction() as session:
-            repo = PaymentRepository(session)
+            repo = PaymentRepository(session, self.clock)
             if result.outcome is Outcome.SUCCEEDED:
                 if await repo.transition_refund(refund.id, "succeeded", next_recovery_at=None):
                     await repo.add_refunded(refund.payment_id, refund.amount)
@@ -280,7 +280,7 @@ class Resolver:
 
     async def refund_step(self, refund_id: str, *, actor: str) -> Refund:
         async with self.db.transaction() as session:
-            repo = PaymentRepository(session)
+            repo = PaymentRepository(session, self.clock)
             refund = await repo.refund(refund_id)
             assert refund is not None
             payment = await repo.get(refund.payment_id)
@@ -304,6 +304,6 @@ class Resolver:
                 result = ProviderResult(Outcome.UNKNOWN, code=type(exc).__name__)
         await self.apply_refund(refund, result, actor=actor)
         async with self.db.transaction() as session:
-            fresh = await PaymentRepository(session).refund(refund_id)
+            fresh = await PaymentRepository(session, self.clock).refund(refund_id)
         assert fresh is not None
         return fresh

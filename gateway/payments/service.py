@@ -15,17 +15,30 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from adapters.base import CardCredential, Outcome, PaymentRequest, ProviderResult, ProviderUnreachable
+from adapters.base import (
+    AdapterError,
+    CardCredential,
+    FaceCredential,
+    IdentificationFailed,
+    Outcome,
+    PaymentRequest,
+    ProviderEvent,
+    ProviderResult,
+    ProviderUnreachable,
+)
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.idempotency.service import Claim, IdempotencyService
 from gateway.payments.resolver import REVERSAL_BY_TERMINAL, Resolver
-from gateway.payments.state import FAILURE_MESSAGES
+from gateway.payments.state import FAILURE_MESSAGES, face_token_failure
 from gateway.protection import audit
+from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
 from gateway.store.db import Database
-from gateway.store.models import Payment, PaymentAttempt, Refund, Store, new_id
+from gateway.store.dialect import insert_ignore
+from gateway.store.models import Payment, PaymentAttempt, ProviderNotification, Refund, Store, new_id
 from gateway.store.payments import PaymentRepository
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
@@ -78,31 +91,34 @@ class PaymentService:
         tenancy: TenancyService,
         providers: ProviderSettings,
         resolver: Resolver,
+        consents: ConsentService,
         *,
         clock: Callable[[], datetime],
         sync_budget: float,
         recovery_deadline: float,
     ) -> None:
         self.db, self.keyring, self.tenancy, self.providers = db, keyring, tenancy, providers
-        self.resolver, self.clock = resolver, clock
+        self.resolver, self.consents, self.clock = resolver, consents, clock
         self.sync_budget, self.recovery_deadline = sync_budget, recovery_deadline
 
     # queries -----------------------------------------------------------------------------
 
     async def get(self, caller: Caller, payment_id: str) -> Payment:
         async with self.db.transaction() as session:
-            payment = await PaymentRepository(session).get(payment_id, school_id=caller.school_id)
+            payment = await PaymentRepository(session, self.clock).get(payment_id, school_id=caller.school_id)
         if payment is None:
             raise NotFound("no such payment")
         return payment
 
     async def list_for_order(self, caller: Caller, merchant_order_id: str) -> Sequence[Payment]:
         async with self.db.transaction() as session:
-            return await PaymentRepository(session).for_order(caller.device_id, merchant_order_id)
+            return await PaymentRepository(session, self.clock).for_order(caller.device_id, merchant_order_id)
 
     async def get_refund(self, caller: Caller, refund_id: str) -> Refund:
         async with self.db.transaction() as session:
-            refund = await PaymentRepository(session).refund(refund_id, school_id=caller.school_id)
+            refund = await PaymentRepository(session, self.clock).refund(
+                refund_id, school_id=caller.school_id
+            )
         if refund is None:
             raise NotFound("no such refund")
         return refund
@@ -114,7 +130,7 @@ class PaymentService:
         if store is None:
             raise Unprocessable("store_unknown", f"no store {data.store_id!r} at this school")
         failure: str | None = None
-        student_id = adapter_name = card_last4 = None
+        student_id = adapter_name = card_last4 = agreement_no = None
         if data.method == "card":
             assert data.card_no is not None
             card_last4 = data.card_no[-4:]
@@ -126,7 +142,9 @@ class PaymentService:
                 if await self.providers.config(caller.school_id, adapter_name) is None:
                     failure = "provider_not_configured"
         else:
-            failure = "method_unavailable"  # face payments arrive with consent and enrolment (issue 3)
+            assert data.face_token is not None
+            face = await self._resolve_face(caller.school_id, data.face_token)
+            failure, student_id, adapter_name, agreement_no = face
 
         now = self.clock()
         payment = Payment(
@@ -156,7 +174,7 @@ class PaymentService:
             payment.next_recovery_at = now + timedelta(seconds=self.sync_budget + HANDOVER_MARGIN)
         try:
             async with self.db.transaction() as session:
-                repo = PaymentRepository(session)
+                repo = PaymentRepository(session, self.clock)
                 live = await repo.live_for_order(caller.device_id, data.merchant_order_id)
                 if live is not None:
                     raise Conflict(
@@ -211,7 +229,7 @@ class PaymentService:
         except IntegrityError as exc:
             # Two different keys raced for the same order; the database let exactly one in.
             async with self.db.transaction() as session:
-                live = await PaymentRepository(session).live_for_order(
+                live = await PaymentRepository(session, self.clock).live_for_order(
                     caller.device_id, data.merchant_order_id
                 )
             raise Conflict(
@@ -221,9 +239,11 @@ class PaymentService:
             ) from exc
         if payment.status != "processing":
             return payment
-        return await self._execute(payment, data, store)
+        return await self._execute(payment, data, store, agreement_no)
 
-    async def _execute(self, payment: Payment, data: PaymentInput, store: Store) -> Payment:
+    async def _execute(
+        self, payment: Payment, data: PaymentInput, store: Store, agreement_no: str | None
+    ) -> Payment:
         assert payment.adapter is not None and payment.provider_reference is not None
         deadline = asyncio.get_running_loop().time() + self.sync_budget
         adapter = await self.providers.adapter(payment.school_id, payment.adapter)
@@ -233,7 +253,12 @@ class PaymentService:
             amount=payment.amount,
             currency=payment.currency,
             method=payment.method,
-            credential=CardCredential(card_no=data.card_no or "", pin=data.pin),
+            credential=(
+                FaceCredential(face_token=data.face_token)
+                if data.face_token is not None
+                else CardCredential(card_no=data.card_no or "", pin=data.pin)
+            ),
+            agreement_no=agreement_no,
             store_ref=store.id,
             terminal_ref=payment.device_id,
             description=data.description,
@@ -260,12 +285,46 @@ class PaymentService:
         await self.resolver.apply(payment, result, actor=actor)
         return await self._drive(payment.id, deadline, actor=actor)
 
+    async def _resolve_face(
+        self, school_id: str, face_token: str
+    ) -> tuple[str | None, str | None, str | None, str | None]:
+        """Token -> provider user -> enrolment -> consent, before any money moves.
+
+        Returns (refusal, student_id, adapter, agreement_no)."""
+        adapter_name = None
+        for name in self.providers.registry:
+            if "face" in self.providers.registry.capabilities(name).methods:
+                if await self.providers.config(school_id, name) is not None:
+                    adapter_name = name
+                    break
+        if adapter_name is None:
+            return "method_unavailable", None, None, None
+        adapter = await self.providers.adapter(school_id, adapter_name)
+        assert adapter is not None
+        config = await self.providers.config(school_id, adapter_name)
+        assert config is not None
+        try:
+            async with asyncio.timeout(self.sync_budget / 2):
+                identity = await adapter.identify(face_token)
+        except IdentificationFailed as exc:
+            return face_token_failure(exc.code), None, adapter_name, None
+        except (AdapterError, TimeoutError) as exc:
+            log.warning("face identification at %s failed: %s", adapter_name, type(exc).__name__)
+            return "provider_unavailable", None, adapter_name, None  # nothing was charged
+        group = config.options.get("face_group")
+        if identity.group is not None and group is not None and identity.group != group:
+            return "enrollment_scope", None, adapter_name, None  # a token from another school's face group
+        check = await self.consents.check_face(school_id, adapter_name, identity.user_id)
+        if check.refusal is not None or check.enrollment is None:
+            return check.refusal, check.student_id, adapter_name, None
+        return None, check.student_id, adapter_name, check.enrollment.agreement_no
+
     async def _drive(self, payment_id: str, deadline: float, *, actor: str) -> Payment:
         """Run recovery steps inline until the payment is final or the budget is spent."""
         loop = asyncio.get_running_loop()
         while True:
             async with self.db.transaction() as session:
-                payment = await PaymentRepository(session).get(payment_id)
+                payment = await PaymentRepository(session, self.clock).get(payment_id)
             assert payment is not None
             if not is_pending(payment):
                 return payment
@@ -282,14 +341,16 @@ class PaymentService:
             except TimeoutError:
                 await self._hand_over(payment_id)
                 async with self.db.transaction() as session:
-                    again = await PaymentRepository(session).get(payment_id)
+                    again = await PaymentRepository(session, self.clock).get(payment_id)
                 assert again is not None
                 return again
 
     async def _hand_over(self, payment_id: str) -> None:
         """The budget ran out: the worker takes over now."""
         async with self.db.transaction() as session:
-            await PaymentRepository(session).schedule(payment_id, self.clock(), bump_attempts=False)
+            await PaymentRepository(session, self.clock).schedule(
+                payment_id, self.clock(), bump_attempts=False
+            )
 
     # cancel ------------------------------------------------------------------------------
 
@@ -303,7 +364,7 @@ class PaymentService:
     async def cancel(self, caller: Caller, payment_id: str, claim: Claim) -> Payment:
         deadline = asyncio.get_running_loop().time() + self.sync_budget
         async with self.db.transaction() as session:
-            repo = PaymentRepository(session)
+            repo = PaymentRepository(session, self.clock)
             payment = await repo.get(payment_id, school_id=caller.school_id, lock=True)
             if payment is None:
                 raise NotFound("no such payment")
@@ -344,7 +405,7 @@ class PaymentService:
     ) -> Refund:
         deadline = asyncio.get_running_loop().time() + self.sync_budget
         async with self.db.transaction() as session:
-            repo = PaymentRepository(session)
+            repo = PaymentRepository(session, self.clock)
             payment = await repo.get(payment_id, school_id=caller.school_id, lock=True)
             if payment is None:
                 raise NotFound("no such payment")
@@ -400,7 +461,36 @@ class PaymentService:
                 )
         return refund
 
+    async def on_notification(self, school_id: str, adapter: str, event: ProviderEvent) -> None:
+        """Apply a verified notification once; repeats are recognised by their dedupe key."""
+        async with self.db.transaction() as session:
+            values = {
+                "id": new_id("ntf"),
+                "school_id": school_id,
+                "adapter": adapter,
+                "dedupe_key": event.dedupe_key[:128],
+                "reference": event.reference[:64],
+                "outcome": event.outcome.value,
+                "received_at": self.clock(),
+            }
+            inserted = await session.execute(insert_ignore(session, ProviderNotification.__table__, values))  # type: ignore[arg-type]
+            if not inserted.rowcount:  # type: ignore[attr-defined]
+                return  # seen before
+            payment = (
+                await session.execute(
+                    select(Payment).where(
+                        Payment.school_id == school_id, Payment.provider_reference == event.reference
+                    )
+                )
+            ).scalar_one_or_none()
+        if payment is None or payment.adapter != adapter:
+            log.warning("%s notification for unknown reference at %s", adapter, school_id)
+            return
+        result = ProviderResult(event.outcome, provider_txn_id=event.provider_txn_id, amount=event.amount)
+        if payment.status == "processing":
+            await self.resolver.apply(payment, result, actor=f"provider:{adapter}")
+
     async def snapshot(self, resource_type: str, resource_id: str) -> Any:
         async with self.db.transaction() as session:
-            repo = PaymentRepository(session)
+            repo = PaymentRepository(session, self.clock)
             return await (repo.get(resource_id) if resource_type == "payment" else repo.refund(resource_id))

@@ -16,7 +16,15 @@ from typing import Any
 
 from gateway.store.models import Payment, Refund
 
-__all__ = ["ALLOWED", "FAILURE_CODES", "failure_code_for", "payment_resource", "refund_resource"]
+__all__ = [
+    "ALLOWED",
+    "FAILURE_CODES",
+    "FAILURE_MESSAGES",
+    "face_token_failure",
+    "failure_code_for",
+    "payment_resource",
+    "refund_resource",
+]
 
 ALLOWED: dict[str, frozenset[str]] = {
     "processing": frozenset({"succeeded", "failed", "canceled"}),
@@ -39,6 +47,14 @@ FAILURE_CODES: dict[str, str] = {
     "SIGNATURE_INVALID": "provider_auth_failed",
     "MERCHANT_UNKNOWN": "provider_auth_failed",
     "TIMESTAMP_EXPIRED": "provider_auth_failed",
+    # Alipay sub_codes
+    "ACQ.BUYER_BALANCE_NOT_ENOUGH": "insufficient_balance",
+    "ACQ.PAYMENT_AUTH_CODE_INVALID": "face_token_invalid",
+    "ACQ.AGREEMENT_NOT_EXIST": "agreement_invalid",
+    "ACQ.AGREEMENT_INVALID": "agreement_invalid",
+    "ACQ.USER_FACE_PAYMENT_SWITCH_OFF": "face_payment_switched_off",
+    "ACQ.PAYMENT_REQUEST_HAS_RISK": "provider_risk_declined",
+    "ACQ.TRADE_HAS_CLOSE": "provider_reversed",
 }
 
 FAILURE_MESSAGES: dict[str, str] = {
@@ -55,8 +71,30 @@ FAILURE_MESSAGES: dict[str, str] = {
     "provider_not_configured": "The school has not configured a provider for this payment.",
     "provider_unavailable": "The provider could not be reached; nothing was charged.",
     "outcome_unknown_reversed": "The provider did not answer in time; the payment was reversed.",
-    "method_unavailable": "Face payment is not available at this school yet; pay by card.",
+    "method_unavailable": "Face payment is not configured at this school; pay by card.",
+    "consent_required": "No active guardian consent covers face payment for this student; pay by card.",
+    "consent_withdrawn": "Consent to face payment was withdrawn; pay by card.",
+    "enrollment_scope": "This face token was issued for another school.",
+    "identity_mismatch": "The face does not belong to the student's current enrolment; pay by card.",
+    "face_token_invalid": "The face token is unknown or was refused; scan again or pay by card.",
+    "face_token_expired": "The face token has expired; scan again.",
+    "face_token_used": "The face token was already used for another payment; scan again.",
+    "agreement_invalid": "The guardian's withholding agreement is missing or invalid.",
+    "face_payment_switched_off": "Face payment is switched off for this payer.",
+    "provider_risk_declined": "The provider declined the payment as risky.",
 }
+
+
+def face_token_failure(provider_code: str) -> str:
+    """A refused identification, by what the provider said about the token."""
+    code = provider_code.upper()
+    if "EXPIRE" in code:
+        return "face_token_expired"
+    if "USED" in code:
+        return "face_token_used"
+    if "SCOPE" in code or "GROUP" in code:
+        return "enrollment_scope"
+    return "face_token_invalid"
 
 
 def failure_code_for(provider_code: str | None) -> str:

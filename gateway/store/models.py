@@ -33,13 +33,18 @@ __all__ = [
     "AuditHead",
     "Base",
     "Card",
+    "Consent",
+    "ConsentNotice",
     "Device",
     "DeviceKey",
+    "Enrollment",
+    "Guardian",
     "IdempotencyRecord",
     "Nonce",
     "OutboxEvent",
     "Payment",
     "PaymentAttempt",
+    "ProviderNotification",
     "ProviderSetting",
     "Refund",
     "School",
@@ -307,3 +312,80 @@ class OutboxEvent(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Guardian(Base):
+    __tablename__ = "guardians"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    student_id: Mapped[str] = mapped_column(ForeignKey("students.id"), index=True)
+    external_ref: Mapped[str] = mapped_column(String(64))
+    relation: Mapped[str] = mapped_column(String(20))
+    name_enc: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentNotice(Base):
+    """A stand-alone face-consent notice (COMPLIANCE rules 3-4); consents point at one version."""
+
+    __tablename__ = "consent_notices"
+    __table_args__ = (UniqueConstraint("school_id", "version"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    version: Mapped[str] = mapped_column(String(40))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[dict[str, Any]] = mapped_column()  # controller, contact, purpose, method, ...
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Consent(Base):
+    __tablename__ = "consents"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    student_id: Mapped[str] = mapped_column(ForeignKey("students.id"), index=True)
+    signer_type: Mapped[str] = mapped_column(String(20))  # guardian | student
+    guardian_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    notice_id: Mapped[str] = mapped_column(ForeignKey("consent_notices.id"))
+    scope: Mapped[str] = mapped_column(String(40))  # face_payment
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | withdrawn
+    ends_at: Mapped[datetime] = mapped_column()
+    withdrawn_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Enrollment(Base):
+    """A student's face enrolment at a provider. The gateway holds only the provider's ids."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        Index("ix_enrollments_user", "school_id", "provider", "provider_user_id"),
+        Index("ix_enrollments_deletion", "status", "next_delete_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    student_id: Mapped[str] = mapped_column(ForeignKey("students.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    provider_user_id: Mapped[str] = mapped_column(String(64))
+    agreement_no: Mapped[str | None] = mapped_column(String(64), default=None)
+    consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"))
+    # active | deleting (at the provider, retried until acknowledged) | deleted
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    deletion_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    next_delete_at: Mapped[datetime | None] = mapped_column(default=None)
+    delete_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ProviderNotification(Base):
+    """Every verified provider notification, once: the unique key de-duplicates repeats."""
+
+    __tablename__ = "provider_notifications"
+    __table_args__ = (UniqueConstraint("school_id", "adapter", "dedupe_key"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    school_id: Mapped[str] = mapped_column(String(40))
+    adapter: Mapped[str] = mapped_column(String(40))
+    dedupe_key: Mapped[str] = mapped_column(String(128))
+    reference: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(20))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

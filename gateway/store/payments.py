@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +15,9 @@ __all__ = ["PaymentRepository"]
 
 
 class PaymentRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, clock: Callable[[], datetime] = utcnow) -> None:
         self.session = session
+        self.now = clock  # the gateway's clock, so stored times agree with created_at
 
     async def get(
         self, payment_id: str, *, school_id: str | None = None, lock: bool = False
@@ -57,7 +58,7 @@ class PaymentRepository:
         stmt = (
             update(Payment)
             .where(Payment.id == payment_id, Payment.status.in_(list(from_statuses)))
-            .values(status=to, updated_at=utcnow(), **values)
+            .values(status=to, updated_at=self.now(), **values)
         )
         if unless_reversal_requested:
             stmt = stmt.where(Payment.reversal_requested == 0)
@@ -74,7 +75,7 @@ class PaymentRepository:
                 Payment.reversal_requested == 0,
             )
             .values(
-                reversal_requested=by, next_recovery_at=utcnow(), recovery_attempts=0, updated_at=utcnow()
+                reversal_requested=by, next_recovery_at=self.now(), recovery_attempts=0, updated_at=self.now()
             )
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -106,7 +107,7 @@ class PaymentRepository:
             .where(
                 PaymentAttempt.payment_id == payment_id, PaymentAttempt.status.in_(["processing", "unknown"])
             )
-            .values(status=status, provider_code=provider_code, updated_at=utcnow())
+            .values(status=status, provider_code=provider_code, updated_at=self.now())
         )
 
     # refunds -------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ class PaymentRepository:
         result = await self.session.execute(
             update(Refund)
             .where(Refund.id == refund_id, Refund.status == "processing")
-            .values(status=to, updated_at=utcnow(), **values)
+            .values(status=to, updated_at=self.now(), **values)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -146,7 +147,7 @@ class PaymentRepository:
         await self.session.execute(
             update(Payment)
             .where(Payment.id == payment_id)
-            .values(refunded_amount=Payment.refunded_amount + amount, updated_at=utcnow())
+            .values(refunded_amount=Payment.refunded_amount + amount, updated_at=self.now())
         )
 
     async def schedule_refund(self, refund_id: str, at: datetime) -> None:
