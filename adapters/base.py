@@ -14,6 +14,7 @@ Errors raised by adapters::
 
     AdapterError                     base; never raised itself
     ├── AdapterConfigError           the school's provider settings are unusable (no call made)
+    ├── IdentificationFailed         the provider verifiably refused a face token
     ├── ProviderUnreachable          the request provably never reached the provider
     │                                (connection refused before a byte was sent): safe to fail over
     └── OperationUnsupported         the adapter has no such operation
@@ -41,12 +42,14 @@ __all__ = [
     "Capabilities",
     "CardCredential",
     "FaceCredential",
+    "IdentificationFailed",
     "Operation",
     "OperationUnsupported",
     "Outcome",
     "PaymentRequest",
     "ProviderConfig",
     "ProviderEvent",
+    "ProviderIdentity",
     "ProviderResult",
     "ProviderUnreachable",
     "RefundRequest",
@@ -147,6 +150,15 @@ class ProviderResult:
 
 
 @dataclass(frozen=True)
+class ProviderIdentity:
+    """Who a face token belongs to, as the provider says: its user, and the face group (the
+    school's group at the provider) the token was issued in, when the provider tells."""
+
+    user_id: str
+    group: str | None = None
+
+
+@dataclass(frozen=True)
 class ProviderEvent:
     """A verified notification from a provider."""
 
@@ -172,6 +184,15 @@ class ProviderUnreachable(AdapterError):
 
 class OperationUnsupported(AdapterError):
     """The provider has no such operation."""
+
+
+class IdentificationFailed(AdapterError):
+    """The provider verifiably refused a face token (expired, used, unknown, user deleted).
+    ``code`` is the provider's own; nothing was charged."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
 
 
 @runtime_checkable
@@ -201,8 +222,9 @@ class Adapter(Protocol):
         """A signed round trip proving endpoint and credentials work."""
         ...
 
-    async def identify(self, face_token: str) -> str:
-        """Face token -> provider user id (face adapters only)."""
+    async def identify(self, face_token: str) -> ProviderIdentity:
+        """Face token -> the provider user behind it (face adapters only). Raises
+        ``IdentificationFailed`` when the provider verifiably refuses the token."""
         ...
 
     async def parse_notification(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
@@ -237,7 +259,7 @@ class BaseAdapter:
     def _unsupported(self, operation: Operation) -> OperationUnsupported:
         return OperationUnsupported(f"{self.name} does not support {operation.value}")
 
-    async def identify(self, face_token: str) -> str:
+    async def identify(self, face_token: str) -> ProviderIdentity:
         raise self._unsupported(Operation.IDENTIFY)
 
     async def parse_notification(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:

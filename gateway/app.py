@@ -149,7 +149,9 @@ def create_app(
     if settings.env is Environment.SANDBOX:
         from sandbox import create_sandbox_app
 
-        app.mount("/sandbox", create_sandbox_app())
+        sandbox_app = create_sandbox_app()
+        app.state.sandbox_app = sandbox_app  # the demo seeds it in-process, before the server listens
+        app.mount("/sandbox", sandbox_app)
     return app
 
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 import uvicorn
 
@@ -61,7 +62,10 @@ def _seed_on_startup(application: object, data_dir: Path) -> None:
     @asynccontextmanager
     async def lifespan(app_: Any) -> Any:
         async with original(app_) as state:
-            path = await seed_demo(app_.state.services, data_dir)
+            sandbox_app = getattr(app_.state, "sandbox_app", None)
+            transport = httpx.ASGITransport(app=sandbox_app) if sandbox_app is not None else None
+            async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.local") as sandbox:
+                path = await seed_demo(app_.state.services, data_dir, sandbox if transport else None)
             typer.echo(f"campuspay: demo data written to {path.resolve()}", err=True)
             yield state
 

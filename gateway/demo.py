@@ -11,20 +11,40 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from sqlalchemy import select
 
 from gateway.auth.tokens import new_token
 from gateway.client import generate_ed25519_keypair
 from gateway.services import Services
 from gateway.store.models import School
-from sandbox.testvalues import CARDS, ECARD_DEFAULT_MERCHANT_ID, ECARD_DEFAULT_SECRET
+from sandbox.testvalues import CARDS, ECARD_DEFAULT_MERCHANT_ID, ECARD_DEFAULT_SECRET, FACE_USERS
 
 __all__ = ["seed_demo"]
 
 ACTOR = "system:demo"
+FACE_GROUP = "school-demo"
+DEMO_NOTICE = "Demo Middle School face payment notice: a stand-alone notice for the sandbox demo."
+DEMO_NOTICE_FIELDS = {
+    "controller": "Demo Middle School, 1 Demo Road",
+    "contact": "privacy@demo-school.test",
+    "purpose": "Paying for canteen meals by face",
+    "method": "The provider's face cloud matches a template; the school and CampusPay never see it",
+    "retention": "Until consent is withdrawn, ends, or the student leaves; then deleted at the provider",
+    "rights": "See, copy, correct and delete the data; withdraw consent at any time in one step",
+    "necessity_impact": "Optional: the campus card always works. Impact assessment DEMO-IA-1",
+}
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -50,7 +70,94 @@ async def _existing(services: Services, path: Path) -> dict[str, Any] | None:
     return data if found else None
 
 
-async def seed_demo(services: Services, data_dir: Path) -> Path:
+def _rsa_app_key() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption()).decode()
+    public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+async def _seed_face(
+    services: Services, sandbox: httpx.AsyncClient, school_id: str, students: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Alipay face payment against the in-process sandbox: an app, a notice, consents, enrolments.
+
+    Alice has her guardian's consent and is enrolled; Bob is enrolled at the provider but has no
+    consent here (his face payments are refused, his card works); Carol is not enrolled at all."""
+    settings, consents = services.settings, services.consents
+    private_pem, public_pem = _rsa_app_key()
+    registered = (await sandbox.post("/alipay/apps", json={"app_public_key": public_pem})).json()
+    await services.providers.put(
+        school_id,
+        "alipay",
+        endpoint=f"{settings.public_base_url}/sandbox/alipay/gateway.do",
+        credentials={
+            "app_id": registered["app_id"],
+            "app_private_key": private_pem,
+            "alipay_public_key": registered["alipay_public_key"],
+        },
+        options={
+            "face_group": FACE_GROUP,
+            "notify_url": f"{settings.public_base_url}/v1/notify/alipay/{school_id}",
+        },
+        actor=ACTOR,
+    )
+    notice = await consents.add_notice(
+        school_id,
+        version="demo-1",
+        content=DEMO_NOTICE,
+        standalone=True,
+        fields=DEMO_NOTICE_FIELDS,
+        actor=ACTOR,
+    )
+    users = []
+    for user in FACE_USERS:
+        if user.school != FACE_GROUP or user.student not in students:
+            continue
+        entry: dict[str, Any] = {
+            "school": user.school,
+            "student": user.student,
+            "gateway_student": students[user.student],
+            "user_id": user.user_id,
+            "enrolled_at_provider": user.user_id is not None,
+            "consent": False,
+        }
+        if user.student == "stu_alice" and user.user_id:
+            guardian = await consents.add_guardian(
+                school_id,
+                student_id=students[user.student],
+                external_ref=f"guardian-of-{user.student}",
+                relation="mother",
+                name=None,
+                actor=ACTOR,
+            )
+            consent = await consents.give_consent(
+                school_id,
+                student_id=students[user.student],
+                signer_type="guardian",
+                guardian_id=guardian.id,
+                notice_id=notice.id,
+                notice_version=notice.version,
+                notice_hash=notice.content_hash,
+                scope="face_payment",
+                ends_at=services.clock() + timedelta(days=365),
+                actor=ACTOR,
+            )
+            await consents.enroll(
+                school_id,
+                student_id=students[user.student],
+                provider="alipay",
+                provider_user_id=user.user_id,
+                agreement_no=user.agreement_no,
+                consent_id=consent.id,
+                actor=ACTOR,
+            )
+            entry["consent"] = True
+        users.append(entry)
+    return users
+
+
+async def seed_demo(services: Services, data_dir: Path, sandbox: httpx.AsyncClient | None = None) -> Path:
     path = data_dir / "demo.json"
     existing = await _existing(services, path)
     settings = services.settings
@@ -82,7 +189,8 @@ async def seed_demo(services: Services, data_dir: Path) -> Path:
         options={},
         actor=ACTOR,
     )
-    cards = []
+    cards: list[dict[str, Any]] = []
+    students: dict[str, str] = {}
     for card in CARDS:
         student = await tenancy.create_student(
             school.id, external_ref=card.student, age_band="under_14", name=None, actor=ACTOR
@@ -90,6 +198,7 @@ async def seed_demo(services: Services, data_dir: Path) -> Path:
         await tenancy.bind_card(
             school.id, student_id=student.id, card_no=card.card_no, funding_adapter="ecard", actor=ACTOR
         )
+        students[card.student] = student.id
         cards.append(
             {
                 "card_no": card.card_no,
@@ -125,8 +234,12 @@ async def seed_demo(services: Services, data_dir: Path) -> Path:
         ],
         "cards": cards,
         "face": {
-            "users": [],
-            "note": "face payments arrive with the face-payment release; pay by card for now",
+            "users": await _seed_face(services, sandbox, school.id, students) if sandbox is not None else [],
+            "mint_token": {
+                "method": "POST",
+                "url": f"{settings.public_base_url}/sandbox/face/test-tokens",
+                "body": {"school": FACE_GROUP, "student": "<student>"},
+            },
         },
         "sandbox_control": f"{settings.public_base_url}/sandbox/_control",
     }

@@ -13,8 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from sandbox.alipay import AlipayProvider
+from sandbox.alipay.targets import AbsoluteFormTarget
 from sandbox.control import ControlPlane, control_router
 from sandbox.ecard import EcardProvider
+from sandbox.face import FaceProvider
 
 ECARD_OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "sandbox-ecard.json"
 
@@ -23,8 +26,13 @@ def create_sandbox_app() -> FastAPI:
     """A fresh sandbox with its own state: fixed test data, no faults, clock offset 0."""
     control = ControlPlane()
     EcardProvider(control)  # registers itself with the control plane
+    face = FaceProvider(control)  # before any provider that takes face tokens: it is given face.cloud
+    alipay = AlipayProvider(control, directory=face.cloud)
     app = FastAPI(title="CampusPay sandbox", version="1")
     app.state.control = control  # for in-process tests that want the control plane directly
+    app.state.face_cloud = face.cloud  # the FaceDirectory every face-paying provider resolves tokens with
+    app.state.alipay = alipay  # e.g. app.state.alipay.notify_client = <client into a gateway>
+    app.add_middleware(AbsoluteFormTarget)  # the official Alipay SDK sends absolute-form targets
     app.include_router(control_router(control), prefix="/_control")
     for name, provider in control.providers.items():
         app.mount(f"/{name}", provider.app)

@@ -3,14 +3,16 @@ which requests pay, decline, or leave the outcome unknown. A new adapter adds on
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
-from adapters.base import Adapter, CardCredential, PaymentRequest, ProviderConfig
+from adapters.base import Adapter, CardCredential, FaceCredential, Outcome, PaymentRequest, ProviderConfig
 from adapters.registry import default_registry
 from sandbox import create_sandbox_app
 
@@ -26,6 +28,13 @@ class Case:
     tampered: PaymentRequest  # a request whose answer carries a bad signature
     secrets: list[str]  # strings that must never reach logs or results
     money_moved: Callable[[str], object]  # coroutine: did money move for this reference?
+    # What a query may answer after a decline. Every one of them means "nothing moved": the
+    # e-card keeps the refused order (FAILED); Alipay keeps no trade for a refused pay
+    # (ACQ.TRADE_NOT_EXIST -> NOT_FOUND), or a closed one (REVERSED).
+    decline_query: frozenset[Outcome] = field(default_factory=lambda: frozenset({Outcome.FAILED}))
+    # A request that succeeds and carries a credential that must never leak; None: the suite's
+    # own e-card card + PIN request.
+    secret_pay: Callable[[], PaymentRequest] | None = None
 
 
 def _card_request(card: str, amount: int, pin: str | None = None) -> PaymentRequest:
@@ -81,4 +90,88 @@ async def ecard_case(
         )
 
 
-CASES = {"ecard": ecard_case}
+ALIPAY_VECTORS = json.loads((Path(__file__).parent / "vectors" / "alipay.json").read_text(encoding="utf-8"))
+FACE_SCHOOL = "school-demo"  # the sandbox face cloud's demo school (its face group)
+
+
+def _pem_body(pem: str) -> str:
+    return "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+
+
+def _face_request(token: str, amount: int) -> PaymentRequest:
+    return PaymentRequest(
+        reference="ref_" + secrets.token_hex(8),
+        amount=amount,
+        currency="CNY",
+        method="face",
+        credential=FaceCredential(face_token=token),
+        store_ref="store_1",
+        terminal_ref="dev_1",
+        description="lunch",
+    )
+
+
+@asynccontextmanager
+async def alipay_case(
+    transport_wrapper: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+) -> AsyncIterator[Case]:
+    """The Alipay adapter against the sandbox Alipay + face cloud (docs/test-values.md).
+
+    A face token pays one trade only, so every request gets its own, minted up front through
+    ``POST /face/test-tokens`` for ``stu_alice`` (balance 100000 fen): ``case.pay`` is
+    synchronous and takes the next one from the pool."""
+    app = create_sandbox_app()
+    transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
+    if transport_wrapper is not None:
+        transport = transport_wrapper(transport)
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox.test") as sb,
+        httpx.AsyncClient(transport=transport) as http,
+    ):
+        registered = (
+            await sb.post("/alipay/apps", json={"app_public_key": ALIPAY_VECTORS["app_public_key"]})
+        ).json()
+        app_id = registered["app_id"]
+        config = ProviderConfig(
+            endpoint="http://sandbox.test/alipay/gateway.do",
+            credentials={
+                "app_id": app_id,
+                "app_private_key": ALIPAY_VECTORS["app_private_key"],
+                "alipay_public_key": registered["alipay_public_key"],
+            },
+            options={"timeout_seconds": 2.0, "face_group": FACE_SCHOOL},
+        )
+        adapter = default_registry().create("alipay", config, http)
+        tokens: list[str] = []
+        for _ in range(8):
+            minted = await sb.post("/face/test-tokens", json={"school": FACE_SCHOOL, "student": "stu_alice"})
+            minted.raise_for_status()
+            tokens.append(minted.json()["face_token"])
+        pool = list(tokens)
+
+        async def money_moved(reference: str) -> bool:
+            events = (
+                await sb.get(
+                    "/_control/events",
+                    params={"provider": "alipay", "kind": "alipay.pay", "merchant_id": app_id},
+                )
+            ).json()["events"]
+            return any(e.get("out_trade_no") == reference for e in events)
+
+        private_body = _pem_body(ALIPAY_VECTORS["app_private_key"])
+        yield Case(
+            name="alipay",
+            adapter=adapter,
+            sandbox=sb,
+            pay=lambda amount: _face_request(pool.pop(), amount),
+            decline=_face_request(pool.pop(), 150_000),  # over the buyer's 100000 fen balance
+            unknown=_face_request(pool.pop(), 1083),  # magic 83: 20000 before anything happened
+            tampered=_face_request(pool.pop(), 1084),  # magic 84: paid, answer's sign corrupted
+            secrets=[*tokens, private_body, private_body[200:260]],
+            money_moved=money_moved,
+            decline_query=frozenset({Outcome.FAILED, Outcome.NOT_FOUND, Outcome.REVERSED}),
+            secret_pay=lambda: _face_request(pool.pop(), 500),
+        )
+
+
+CASES = {"ecard": ecard_case, "alipay": alipay_case}

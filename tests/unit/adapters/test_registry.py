@@ -37,7 +37,7 @@ def _install_plugin(root: Path, name: str, target: str) -> None:
 
 def test_builtins_are_registered() -> None:
     registry = default_registry(plugins=False)
-    assert list(registry) == ["ecard"]
+    assert list(registry) == ["alipay", "ecard"]
     assert registry.capabilities("ecard") is EcardAdapter.capabilities
     with pytest.raises(UnknownAdapter):
         registry.capabilities("nope")

@@ -1,0 +1,181 @@
+"""Face payments: Alipay through the sandbox, consent before any face payment (COMPLIANCE 1, 7,
+10-13). The gateway never sees a face; it sees tokens, provider user ids and agreements."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from gateway.store.models import Enrollment, ProviderNotification
+from tests.face_helpers import ALICE, BOB, Face, setup_face
+from tests.harness import Harness, start_harness
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def face(harness: Harness) -> Face:
+    return await setup_face(harness)
+
+
+async def _alice(face: Face) -> dict[str, object]:
+    consent = await face.consent("stu_alice")
+    await face.enroll("stu_alice", ALICE, str(consent["id"]), agreement_no="20221000000000000001")
+    return consent
+
+
+async def test_consented_student_pays_by_face(face: Face) -> None:
+    await _alice(face)
+    async with face.h.client() as client:
+        paid = await client.create_payment(**face.pay(await face.token("stu_alice"), amount=1200))
+    assert paid.status_code == 201
+    assert paid.body["status"] == "succeeded" and paid.body["adapter"] == "alipay"
+    assert paid.body["student"] == face.students["stu_alice"]
+    trades = (await face.h.sandbox.get("/_control/events", params={"provider": "alipay"})).json()["events"]
+    assert any(e.get("out_trade_no") == paid.body["provider_reference"] for e in trades)
+
+
+async def test_no_consent_no_face_payment_but_the_card_works(face: Face) -> None:
+    async with face.h.client() as client:
+        refused = await client.create_payment(**face.pay(await face.token("stu_bob"), amount=300))
+        card = await client.create_payment(**face.h.payment(amount=300, credential={"card_no": "31000002"}))
+    assert refused.body["status"] == "failed" and refused.body["failure_code"] == "consent_required"
+    assert refused.body["student"] is None or refused.body["student"] == face.students["stu_bob"]
+    assert card.body["status"] == "succeeded"
+
+
+async def test_withdrawal_stops_face_keeps_card_and_deletes_at_the_provider(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The worker is run by hand here, so "refused" is checked before deletion at the provider.
+    async with start_harness(database_url=database_url, data_dir=tmp_path, run_workers=False) as h:
+        face = await setup_face(h)
+        consent = await _alice(face)
+        async with h.client() as client:
+            before = await client.create_payment(**face.pay(await face.token("stu_alice"), amount=500))
+            assert before.body["status"] == "succeeded"
+            token = await face.token("stu_alice")
+            r = await h.admin("POST", f"/v1/schools/{h.school_id}/consents/{consent['id']}/withdraw", {})
+            assert r.json()["status"] == "withdrawn"
+            after = await client.create_payment(**face.pay(token, amount=500))
+            assert after.body["status"] == "failed" and after.body["failure_code"] == "consent_withdrawn"
+            card = await client.create_payment(**h.payment(amount=500))
+            assert card.body["status"] == "succeeded"
+            assert (await client.get_payment(before.body["id"]))[
+                "status"
+            ] == "succeeded"  # earlier stays valid
+        await h.fault(
+            provider="alipay", operation="alipay.commerce.educate.facefeature.delete", action="error_500"
+        )  # the first deletion attempt fails: it is retried
+        assert await h.services.recovery.run_deletions() == 0
+        for _ in range(50):
+            if await h.services.recovery.run_deletions():
+                break
+            await asyncio.sleep(0.1)
+        async with h.services.db.transaction() as session:
+            rows = (
+                await session.execute(select(Enrollment).where(Enrollment.school_id == h.school_id))
+            ).scalars()
+            assert {e.status for e in rows} == {"deleted"}
+        audit = (await h.admin("GET", f"/v1/schools/{h.school_id}/audit")).json()["data"]
+        receipt = [e for e in audit if e["action"] == "enrollment.deleted"]
+        assert len(receipt) == 1 and receipt[0]["data"]["receipt"]["provider"] == "alipay"
+        r = await h.sandbox.post("/face/test-tokens", json={"school": "school-demo", "student": "stu_alice"})
+        assert r.status_code != 200  # the provider no longer knows her face
+
+
+async def test_a_token_from_another_school_is_refused(face: Face) -> None:
+    await _alice(face)
+    async with face.h.client() as client:
+        other = await client.create_payment(**face.pay(await face.token("stu_zed", school="school-other")))
+    assert other.body["status"] == "failed" and other.body["failure_code"] == "enrollment_scope"
+
+
+async def test_a_used_token_cannot_pay_again(face: Face) -> None:
+    await _alice(face)
+    token = await face.token("stu_alice")
+    async with face.h.client() as client:
+        first = await client.create_payment(**face.pay(token, amount=100))
+        second = await client.create_payment(**face.pay(token, amount=100))
+    assert first.body["status"] == "succeeded"
+    assert second.body["status"] == "failed" and second.body["failure_code"] == "face_token_used"
+
+
+async def test_an_expired_token_is_refused(face: Face) -> None:
+    await _alice(face)
+    token = await face.token("stu_alice")
+    await face.h.sandbox.post("/_control/clock", json={"offset_seconds": 600})
+    async with face.h.client() as client:
+        late = await client.create_payment(**face.pay(token, amount=100))
+    assert late.body["status"] == "failed" and late.body["failure_code"] == "face_token_expired"
+
+
+async def test_biometric_data_is_refused_before_anything_happens(face: Face) -> None:
+    from gateway.client import CampusPayError
+
+    async with face.h.client() as client:
+        with pytest.raises(CampusPayError) as err:
+            await client.create_payment(
+                **face.h.payment(method="face", credential={"image": "iVBOR" + "A" * 500})
+            )
+    assert err.value.status == 422 and err.value.code == "biometric_data_not_accepted"
+
+
+async def test_a_superseded_enrolment_is_an_identity_mismatch(tmp_path: Path) -> None:
+    # workers off: the old enrolment's deletion at the provider must not race the payment
+    async with start_harness(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", data_dir=tmp_path, run_workers=False
+    ) as h:
+        face = await setup_face(h)
+        consent = await _alice(face)
+        old_token = await face.token("stu_alice")
+        await face.enroll("stu_alice", BOB, str(consent["id"]))  # the school re-enrolled her as another user
+        async with h.client() as client:
+            paid = await client.create_payment(**face.pay(old_token, amount=100))
+        assert paid.body["status"] == "failed" and paid.body["failure_code"] == "identity_mismatch"
+
+
+async def test_notifications_are_verified_and_applied_once(face: Face) -> None:
+    h = face.h
+    await _alice(face)
+    async with h.client() as client:
+        paid = await client.create_payment(**face.pay(await face.token("stu_alice"), amount=700))
+    assert paid.body["status"] == "succeeded"
+    forged = await h.gateway.post(
+        f"/v1/notify/alipay/{h.school_id}",
+        content=b"out_trade_no=x&trade_status=TRADE_SUCCESS&sign=AAAA",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert forged.status_code == 422 and forged.json()["code"] == "notification_rejected"
+    unknown_school = await h.gateway.post("/v1/notify/alipay/sch_nope", content=b"a=b")
+    assert unknown_school.status_code == 404
+
+
+async def test_provider_notifications_arrive_verified_and_once(face: Face) -> None:
+    h = face.h
+    await _alice(face)
+    await h.sandbox.post("/_control/alipay/notify-faults", json={"mode": "duplicate"})
+    async with h.client() as client:
+        paid = await client.create_payment(**face.pay(await face.token("stu_alice"), amount=900))
+    assert paid.body["status"] == "succeeded"
+    for _ in range(50):
+        if not h.sandbox_app.state.alipay.notifier.pending:
+            break
+        await asyncio.sleep(0.1)
+    async with h.services.db.transaction() as session:
+        rows = (
+            (
+                await session.execute(
+                    select(ProviderNotification).where(ProviderNotification.school_id == h.school_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    # delivered twice (a duplicate), recorded once, and the payment untouched by the repeat
+    assert [(r.reference, r.outcome) for r in rows] == [(paid.body["provider_reference"], "succeeded")]
+    async with h.client() as client:
+        assert (await client.get_payment(paid.body["id"]))["status"] == "succeeded"
