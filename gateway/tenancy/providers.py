@@ -8,6 +8,7 @@ can neither send test traffic to a live provider nor live traffic to a sandbox.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
 from adapters.base import Adapter, AdapterConfigError, ProviderConfig
@@ -38,6 +40,24 @@ def is_sandbox_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_published_test_key(credentials: dict[str, str]) -> bool:
+    """The sandbox's Alipay key pair is public (it is in this repository): anything it signs could
+    be forged by anyone, so production refuses it as a provider's public key."""
+    from sandbox.alipay.keys import ALIPAY_PUBLIC_KEY_SHA256
+
+    for value in credentials.values():
+        if "PUBLIC KEY" not in value:
+            continue
+        try:
+            key = serialization.load_pem_public_key(value.encode())
+        except ValueError:
+            continue
+        der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if hashlib.sha256(der).hexdigest() == ALIPAY_PUBLIC_KEY_SHA256:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,11 @@ class ProviderSettings:
         if adapter not in self.registry:
             raise Unprocessable("unknown_adapter", f"no adapter named {adapter!r}")
         self._check_endpoint(endpoint)
+        if self.env is Environment.PRODUCTION and _is_published_test_key(credentials):
+            raise Unprocessable(
+                "provider_url_not_allowed",
+                "these credentials hold the sandbox's published test key, which proves nothing",
+            )
         try:  # the adapter itself says whether these settings are usable, before anything is stored
             self.registry.create(adapter, ProviderConfig(endpoint, credentials, options), self.http)
         except AdapterConfigError as exc:

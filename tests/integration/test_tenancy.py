@@ -17,6 +17,7 @@ from sqlalchemy import update
 from gateway.app import StartupRefused, create_app
 from gateway.client import DeviceCredentials
 from gateway.store.models import ProviderSetting
+from sandbox.alipay.keys import ALIPAY_PUBLIC_KEY_PEM, TEST_APP_PRIVATE_KEY_PEM
 from tests.harness import GATEWAY, SANDBOX, Harness, make_settings
 from tests.signing_helpers import Attempt, assert_problem, assert_standard_headers, signed
 
@@ -339,6 +340,21 @@ async def test_production_has_no_sandbox_and_guards_providers(production: Any, h
         r = await gw.put(
             f"/v1/schools/{school['id']}/providers/ecard",
             json=body,
+            headers={"Authorization": f"Bearer {school['api_key']}"},
+        )
+        assert_problem(r, 422, "provider_url_not_allowed")
+        # a live-looking endpoint with the sandbox's published Alipay key: refused as well
+        test_key = {
+            "endpoint": "https://openapi.alipay.com/gateway.do",
+            "credentials": {
+                "app_id": "2021000000000001",
+                "app_private_key": TEST_APP_PRIVATE_KEY_PEM,
+                "alipay_public_key": ALIPAY_PUBLIC_KEY_PEM,
+            },
+        }
+        r = await gw.put(
+            f"/v1/schools/{school['id']}/providers/alipay",
+            json=test_key,
             headers={"Authorization": f"Bearer {school['api_key']}"},
         )
         assert_problem(r, 422, "provider_url_not_allowed")

@@ -13,6 +13,7 @@ PUBLIC = [
     "adapters.base",
     "adapters.registry",
     "adapters.ecard",
+    "adapters.alipay",
     "sandbox",
     "gateway.client",
     "gateway.errors",
