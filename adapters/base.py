@@ -36,6 +36,7 @@ import httpx
 __all__ = [
     "Adapter",
     "AdapterConfigError",
+    "AgreementCredential",
     "AdapterError",
     "AdapterFactory",
     "BaseAdapter",
@@ -87,6 +88,9 @@ class Capabilities:
     min_amount: int = 1
     max_amount: int = 10_000_000
     notifications: bool = False
+    # Which kinds of funding source this adapter can charge: routing fails over only between
+    # adapters that reach the payer's funding source (e.g. "ecard_account", "bank_agreement").
+    funding: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,15 @@ class FaceCredential:
 
 
 @dataclass(frozen=True)
+class AgreementCredential:
+    """A direct-debit agreement token (e.g. a guardian's bank agreement): the only thing about a
+    bank account that reaches the bank adapter; full bank card numbers never do."""
+
+    token: str = field(repr=False)
+    card_last4: str | None = None
+
+
+@dataclass(frozen=True)
 class PaymentRequest:
     """A neutral pay instruction. ``reference`` is the gateway's provider reference: stable
     across retries of the same attempt, so a retried pay can never become a second charge."""
@@ -121,7 +134,7 @@ class PaymentRequest:
     amount: int
     currency: str
     method: str
-    credential: CardCredential | FaceCredential
+    credential: CardCredential | FaceCredential | AgreementCredential
     store_ref: str
     terminal_ref: str
     description: str | None = None

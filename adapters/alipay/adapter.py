@@ -268,6 +268,7 @@ class AlipayAdapter(BaseAdapter):
     name: ClassVar[str] = "alipay"
     capabilities: ClassVar[Capabilities] = Capabilities(
         methods=frozenset({"face"}),
+        funding=frozenset({"alipay_account"}),
         operations=frozenset(
             {
                 Operation.PAY,

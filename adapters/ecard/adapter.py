@@ -86,6 +86,7 @@ class EcardAdapter(BaseAdapter):
     name: ClassVar[str] = "ecard"
     capabilities: ClassVar[Capabilities] = Capabilities(
         methods=frozenset({"card"}),
+        funding=frozenset({"ecard_account"}),
         operations=frozenset(
             {Operation.PAY, Operation.QUERY, Operation.CANCEL, Operation.REFUND, Operation.CHECK}
         ),
