@@ -32,6 +32,7 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "Base",
+    "BlacklistState",
     "Card",
     "Consent",
     "ConsentNotice",
@@ -41,6 +42,7 @@ __all__ = [
     "Guardian",
     "IdempotencyRecord",
     "Nonce",
+    "OfflineRecord",
     "OutboxEvent",
     "Payment",
     "PaymentAttempt",
@@ -171,7 +173,10 @@ class Card(Base):
     card_hash: Mapped[str] = mapped_column(String(64))
     last4: Mapped[str] = mapped_column(String(4))
     funding_adapter: Mapped[str] = mapped_column(String(40), default="ecard")
+    # active | lost | frozen: the provider's card status, cached by blacklist version
     status: Mapped[str] = mapped_column(String(20), default="active")
+    status_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    status_changed_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -389,3 +394,37 @@ class ProviderNotification(Base):
     reference: Mapped[str] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(20))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BlacklistState(Base):
+    """How far this school's card-status cache has followed the provider's blacklist."""
+
+    __tablename__ = "blacklist_state"
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), primary_key=True)
+    adapter: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    synced_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class OfflineRecord(Base):
+    """A card payment a terminal took while offline, uploaded later; one row per (device, seq)."""
+
+    __tablename__ = "offline_records"
+    __table_args__ = (UniqueConstraint("device_id", "terminal_seq"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    batch_id: Mapped[str] = mapped_column(String(40), index=True)
+    terminal_seq: Mapped[int] = mapped_column(BigInteger)
+    merchant_order_id: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    card_hash: Mapped[str] = mapped_column(String(64))
+    card_last4: Mapped[str] = mapped_column(String(4))
+    store_id: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column()
+    # posted | held_for_review | rejected (a duplicate is answered, never stored twice)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(64), default=None)
+    payment_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
