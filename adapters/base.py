@@ -36,9 +36,9 @@ import httpx
 __all__ = [
     "Adapter",
     "AdapterConfigError",
-    "AgreementCredential",
     "AdapterError",
     "AdapterFactory",
+    "AgreementCredential",
     "BaseAdapter",
     "Capabilities",
     "CardCredential",

@@ -71,11 +71,13 @@ class AdapterRegistry:
 def default_registry(*, plugins: bool = True) -> AdapterRegistry:
     """The built-in adapters, plus installed plugins."""
     from adapters.alipay.adapter import AlipayAdapter
+    from adapters.bank.adapter import BankAdapter
     from adapters.ecard.adapter import EcardAdapter
 
     registry = AdapterRegistry()
     registry.register(EcardAdapter.name, EcardAdapter, EcardAdapter.capabilities)
     registry.register(AlipayAdapter.name, AlipayAdapter, AlipayAdapter.capabilities)
+    registry.register(BankAdapter.name, BankAdapter, BankAdapter.capabilities)
     if plugins:
         registry.load_entry_points()
     return registry

@@ -18,16 +18,20 @@ from redis.asyncio import Redis
 
 from adapters.registry import default_registry
 from gateway import __version__
-from gateway.api import admin, consent, health, notify, payments
+from gateway.api import admin, consent, health, notify, offline, payments, routing
 from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
 from gateway.auth.devices import DeviceAuthenticator
 from gateway.auth.nonces import NonceStore, RedisNonceStore, SqlNonceStore
 from gateway.auth.tokens import TokenAuthenticator, new_token
+from gateway.cards.status import CardStatusService
 from gateway.errors import CODES
 from gateway.idempotency.service import IdempotencyService
 from gateway.metrics import HTTP_LATENCY
+from gateway.offline.service import OfflineService
+from gateway.payments.breaker import Breaker, RedisBreaker, SqlBreaker
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.resolver import Resolver
+from gateway.payments.router import RoutingService
 from gateway.payments.service import PaymentService
 from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
@@ -35,6 +39,7 @@ from gateway.services import Services
 from gateway.settings import Environment, Settings
 from gateway.store.db import Database
 from gateway.store.models import utcnow
+from gateway.tenancy.funding import FundingService
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
 
@@ -112,8 +117,10 @@ def create_app(
     install_handlers(app)
     app.include_router(payments.router)
     app.include_router(admin.router)
+    app.include_router(routing.router)
     app.include_router(consent.router)
     app.include_router(notify.router)
+    app.include_router(offline.router)
     app.include_router(health.router)
 
     @app.middleware("http")
@@ -132,7 +139,7 @@ def create_app(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in payments.BODY_MODELS:
+            for model in (*payments.BODY_MODELS, offline.OfflineBatchIn):
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
@@ -187,6 +194,12 @@ async def build_services(
         lock=timedelta(seconds=settings.sync_budget_seconds + 10),
     )
     consents = ConsentService(db, keyring, clock=clock)
+    cards = CardStatusService(db, keyring, providers, clock=clock)
+    funding = FundingService(db, keyring, registry)
+    breaker: Breaker = (
+        RedisBreaker(redis, settings.redis_prefix, clock) if redis is not None else SqlBreaker(db, clock)
+    )
+    routing_service = RoutingService(db, keyring, registry, funding, breaker, clock)
     payments_service = PaymentService(
         db,
         keyring,
@@ -194,6 +207,8 @@ async def build_services(
         providers,
         resolver,
         consents,
+        funding,
+        routing_service,
         clock=clock,
         sync_budget=settings.sync_budget_seconds,
         recovery_deadline=settings.recovery_deadline_seconds,
@@ -218,13 +233,18 @@ async def build_services(
         tenancy=tenancy,
         providers=providers,
         consents=consents,
+        cards=cards,
+        offline=OfflineService(db, keyring, providers, clock=clock),
         payments=payments_service,
+        funding=funding,
+        routing=routing_service,
         recovery=RecoveryWorker(
             db,
             resolver,
             idempotency,
             nonces,
             consents=consents,
+            cards=cards,
             providers=providers,
             clock=clock,
             interval=settings.recovery_interval_seconds,

@@ -11,7 +11,8 @@
     │                                      not_cancelable, not_refundable, refund_exceeds_amount, ...
     ├── PayloadTooLarge     413            payload_too_large
     ├── Unprocessable       422            validation_error, idempotency_key_reused,
-    │                                      biometric_data_not_accepted, ...
+    │                                      biometric_data_not_accepted, routing_invalid,
+    │                                      non_face_required, funding_source_required, ...
     ├── TooManyRequests     429            rate_limited
     ├── BadGateway          502            provider_check_failed
     └── Unavailable         503            not_ready
@@ -79,6 +80,11 @@ CODES: dict[str, tuple[int, str]] = {
     "provider_not_configured": (422, "The school has not configured this provider"),
     "provider_url_not_allowed": (422, "Provider endpoint is not allowed in this environment"),
     "store_unknown": (422, "Unknown store_id"),
+    "routing_invalid": (422, "The routing rules are not valid; see reasons"),
+    "non_face_required": (422, "Card payment must stay available while face payment is on"),
+    "funding_source_required": (422, "A bank co-branded card must be bound to a bank agreement"),
+    "funding_source_invalid": (422, "That funding source cannot fund this card"),
+    "funding_unsupported": (422, "The adapter does not reach that kind of funding source"),
     "consent_bundled": (422, "A face-consent notice must stand alone, not be bundled into general terms"),
     "notice_incomplete": (422, "The consent notice does not state everything required"),
     "notice_mismatch": (422, "The consent does not name the notice's exact version and hash"),

@@ -13,13 +13,17 @@ from adapters.registry import AdapterRegistry
 from gateway.auth.devices import DeviceAuthenticator
 from gateway.auth.nonces import NonceStore
 from gateway.auth.tokens import TokenAuthenticator
+from gateway.cards.status import CardStatusService
 from gateway.idempotency.service import IdempotencyService
+from gateway.offline.service import OfflineService
 from gateway.payments.recovery import RecoveryWorker
+from gateway.payments.router import RoutingService
 from gateway.payments.service import PaymentService
 from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
 from gateway.settings import Settings
 from gateway.store.db import Database
+from gateway.tenancy.funding import FundingService
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
 
@@ -41,6 +45,10 @@ class Services:
     tenancy: TenancyService
     providers: ProviderSettings
     consents: ConsentService
+    cards: CardStatusService
+    offline: OfflineService
     payments: PaymentService
+    funding: FundingService
+    routing: RoutingService
     recovery: RecoveryWorker
     clock: Callable[[], datetime]

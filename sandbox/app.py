@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from sandbox.alipay import AlipayProvider
 from sandbox.alipay.targets import AbsoluteFormTarget
+from sandbox.bank import BankProvider
 from sandbox.control import ControlPlane, control_router
 from sandbox.ecard import EcardProvider
 from sandbox.face import FaceProvider
@@ -28,10 +29,12 @@ def create_sandbox_app() -> FastAPI:
     EcardProvider(control)  # registers itself with the control plane
     face = FaceProvider(control)  # before any provider that takes face tokens: it is given face.cloud
     alipay = AlipayProvider(control, directory=face.cloud)
+    bank = BankProvider(control)
     app = FastAPI(title="CampusPay sandbox", version="1")
     app.state.control = control  # for in-process tests that want the control plane directly
     app.state.face_cloud = face.cloud  # the FaceDirectory every face-paying provider resolves tokens with
     app.state.alipay = alipay  # e.g. app.state.alipay.notify_client = <client into a gateway>
+    app.state.bank = bank  # e.g. app.state.bank.notify_client = <client into a gateway>
     app.add_middleware(AbsoluteFormTarget)  # the official Alipay SDK sends absolute-form targets
     app.include_router(control_router(control), prefix="/_control")
     for name, provider in control.providers.items():

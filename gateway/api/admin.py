@@ -146,6 +146,7 @@ async def bind_card(school_id: str, body: CardIn, admin: AdminDep, services: Ser
         card_no=body.card_no,
         funding_adapter=body.funding_adapter,
         actor=_actor(admin),
+        funding_source_id=body.funding_source_id,
     )
 
 

@@ -8,13 +8,19 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 __all__ = [
+    "CardBinsIn",
+    "CardBinsOut",
     "CardCredentialIn",
     "CardIn",
     "CardOut",
     "DeviceIn",
     "DeviceKeyIn",
     "DeviceOut",
+    "DryRunIn",
+    "DryRunOut",
     "FaceCredentialIn",
+    "FundingSourceIn",
+    "FundingSourceOut",
     "PaymentCreate",
     "PaymentOut",
     "Problem",
@@ -22,8 +28,12 @@ __all__ = [
     "ProviderOut",
     "RefundCreate",
     "RefundOut",
+    "RoutingOut",
+    "RoutingReasonOut",
+    "RoutingValidationOut",
     "SchoolIn",
     "SchoolOut",
+    "SkippedOut",
     "StoreIn",
     "StoreOut",
     "StudentIn",
@@ -184,6 +194,14 @@ class CardIn(Strict):
     student_id: str
     card_no: Annotated[str, Field(pattern=r"^[0-9]{8,19}$")]
     funding_adapter: Annotated[str, Field(min_length=1, max_length=40)] = "ecard"
+    funding_source_id: Annotated[
+        str | None,
+        Field(
+            max_length=40,
+            description="The funding source to pay from: required (a bank agreement) for a bank "
+            "co-branded card; omitted, the student's e-card account",
+        ),
+    ] = None
 
 
 class CardOut(BaseModel):
@@ -191,6 +209,8 @@ class CardOut(BaseModel):
     student_id: str
     last4: str
     funding_adapter: str
+    funding_source_id: str | None = None
+    status: str = "active"
 
 
 class ProviderIn(Strict):
@@ -290,3 +310,92 @@ class EnrollmentOut(BaseModel):
     status: str
     deletion_reason: str | None
     deleted_at: datetime | None
+
+
+class FundingSourceIn(Strict):
+    student_id: Annotated[str, Field(min_length=1, max_length=40)]
+    kind: Literal["bank_agreement", "ecard_account"] = "bank_agreement"
+    adapter: Annotated[str, Field(min_length=1, max_length=40)] = "bank"
+    agreement_token: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="The direct-debit agreement token the guardian got from the bank's binding "
+            "flow (stored encrypted, never returned). Never a card number.",
+        ),
+    ] = None
+    card_last4: Annotated[str | None, Field(pattern=r"^[0-9]{4}$", description="Bank card last four")] = None
+
+
+class FundingSourceOut(BaseModel):
+    id: str
+    student_id: str
+    kind: str
+    adapter: str
+    card_last4: str | None
+    status: str
+    created_at: datetime
+
+
+class CardBinsIn(Strict):
+    co_branded_prefixes: Annotated[
+        list[Annotated[str, Field(pattern=r"^[0-9]{4,10}$")]],
+        Field(max_length=100, description="BIN prefixes of the school's bank co-branded campus cards"),
+    ]
+
+
+class CardBinsOut(BaseModel):
+    co_branded_prefixes: list[str]
+
+
+class RoutingReasonOut(BaseModel):
+    code: str
+    rule: int | None
+    message: str
+
+
+class RoutingOut(BaseModel):
+    configured: bool = Field(description="False: no rules, every payment takes the default route")
+    version: int
+    rules: list[dict[str, Any]]
+    breaker: dict[str, Any]
+    updated_at: datetime | None
+
+
+class RoutingValidationOut(BaseModel):
+    valid: bool
+    code: str | None = Field(description="routing_invalid or non_face_required when not valid")
+    reasons: list[RoutingReasonOut]
+
+
+class DryRunIn(Strict):
+    method: Literal["card", "face"]
+    card_no: Annotated[
+        str | None, Field(pattern=r"^[0-9]{8,19}$", description="A bound card (looked up, never stored)")
+    ] = None
+    bin: Annotated[str | None, Field(pattern=r"^[0-9]{4,10}$", description="Or just the card's BIN")] = None
+    amount: Annotated[StrictInt, Field(gt=0, le=100_000_000)]
+    currency: Literal["CNY"] = "CNY"
+    store_id: Annotated[str, Field(min_length=1, max_length=40)]
+    at: datetime | None = Field(default=None, description="When (default: now); rules use store-local time")
+
+
+class SkippedOut(BaseModel):
+    adapter: str
+    reason: str
+
+
+class DryRunOut(BaseModel):
+    adapter: str | None = Field(description="The adapter that would take the payment")
+    candidates: list[str] = Field(description="Usable candidates, in the order they would be tried")
+    skipped: list[SkippedOut]
+    rule: int | None
+    rule_name: str | None
+    reason: str
+    default_route: bool
+    rules: list[dict[str, Any]] = Field(description="Each rule looked at, and why it did not match")
+    breakers: dict[str, str]
+    funding: str | None
+    version: int
+    would_fail_with: str | None

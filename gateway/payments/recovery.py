@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from adapters.base import Outcome
 from gateway.auth.nonces import NonceStore
+from gateway.cards.status import CardStatusService
 from gateway.idempotency.service import IdempotencyService
 from gateway.payments.resolver import Resolver
 from gateway.protection.consent import ConsentService
@@ -42,13 +43,14 @@ class RecoveryWorker:
         nonces: NonceStore,
         *,
         consents: ConsentService,
+        cards: CardStatusService,
         providers: ProviderSettings,
         clock: Callable[[], datetime],
         interval: float,
         batch: int = 50,
     ) -> None:
         self.db, self.resolver, self.idempotency, self.nonces = db, resolver, idempotency, nonces
-        self.consents, self.providers = consents, providers
+        self.consents, self.cards, self.providers = consents, cards, providers
         self.clock, self.interval, self.batch = clock, interval, batch
         self._task: asyncio.Task[None] | None = None
 
@@ -130,6 +132,8 @@ class RecoveryWorker:
                 ticks += 1
                 if ticks % 100 == 0:
                     await self.housekeeping()
+                if ticks % 50 == 1:
+                    await self.cards.sync_all()  # follow the e-card blacklist (terminals also pull it)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters.base import (
     AdapterError,
+    AgreementCredential,
     CardCredential,
     FaceCredential,
     IdentificationFailed,
@@ -32,6 +33,7 @@ from adapters.base import (
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.idempotency.service import Claim, IdempotencyService
 from gateway.payments.resolver import REVERSAL_BY_TERMINAL, Resolver
+from gateway.payments.router import Decision, RoutingService
 from gateway.payments.state import FAILURE_MESSAGES, face_token_failure
 from gateway.protection import audit
 from gateway.protection.consent import ConsentService
@@ -40,6 +42,7 @@ from gateway.store.db import Database
 from gateway.store.dialect import insert_ignore
 from gateway.store.models import Payment, PaymentAttempt, ProviderNotification, Refund, Store, new_id
 from gateway.store.payments import PaymentRepository
+from gateway.tenancy.funding import FundingService, Payer
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
 from gateway.webhooks.outbox import emit
@@ -76,6 +79,14 @@ class PaymentInput:
     terminal_params: str | None = None
 
 
+def _no_candidate_failure(decision: Decision) -> str:
+    if any(s["reason"].startswith("breaker open") for s in decision.skipped):
+        return "provider_unavailable"  # nothing was sent anywhere
+    if decision.default_route:
+        return "provider_not_configured"
+    return "no_route"
+
+
 def is_pending(payment: Payment) -> bool:
     """Still being resolved: the answer is 202 until this is False."""
     return payment.status == "processing" or (
@@ -92,6 +103,8 @@ class PaymentService:
         providers: ProviderSettings,
         resolver: Resolver,
         consents: ConsentService,
+        funding: FundingService,
+        routing: RoutingService,
         *,
         clock: Callable[[], datetime],
         sync_budget: float,
@@ -99,6 +112,7 @@ class PaymentService:
     ) -> None:
         self.db, self.keyring, self.tenancy, self.providers = db, keyring, tenancy, providers
         self.resolver, self.consents, self.clock = resolver, consents, clock
+        self.funding, self.routing = funding, routing
         self.sync_budget, self.recovery_deadline = sync_budget, recovery_deadline
 
     # queries -----------------------------------------------------------------------------
@@ -131,19 +145,52 @@ class PaymentService:
             raise Unprocessable("store_unknown", f"no store {data.store_id!r} at this school")
         failure: str | None = None
         student_id = adapter_name = card_last4 = agreement_no = None
+        payer: Payer | None = None
+        decision: Decision | None = None
         if data.method == "card":
             assert data.card_no is not None
             card_last4 = data.card_no[-4:]
             card = await self.tenancy.find_card(caller.school_id, data.card_no)
             if card is None:
                 failure = "card_unknown"
+            elif card.status == "lost":
+                # COMPLIANCE rule 19: refused at once, no provider is asked
+                student_id, failure = card.student_id, "card_reported_lost"
             else:
-                student_id, adapter_name = card.student_id, card.funding_adapter
-                if await self.providers.config(caller.school_id, adapter_name) is None:
-                    failure = "provider_not_configured"
+                student_id = card.student_id
+                payer = await self.funding.payer(
+                    caller.school_id, card.funding_source_id, card.funding_adapter
+                )
+                if payer is None:
+                    failure = "funding_source_inactive"
+                else:
+                    decision = await self.routing.decide(
+                        caller.school_id,
+                        method="card",
+                        amount=data.amount,
+                        currency=data.currency,
+                        store=store,
+                        at=self.clock(),
+                        default=[payer.adapter],
+                        card_bin=data.card_no,
+                        card_type="co_branded" if payer.kind == "bank_agreement" else "campus",
+                        funding=payer.kind,
+                    )
+                    adapter_name = await self._take_candidate(caller.school_id, decision, 0)
+                    if adapter_name is None:
+                        failure = _no_candidate_failure(decision)
         else:
             assert data.face_token is not None
-            face = await self._resolve_face(caller.school_id, data.face_token)
+            decision = await self.routing.decide(
+                caller.school_id,
+                method="face",
+                amount=data.amount,
+                currency=data.currency,
+                store=store,
+                at=self.clock(),
+                default=await self._face_default(caller.school_id),
+            )
+            face = await self._resolve_face(caller.school_id, data.face_token, decision)
             failure, student_id, adapter_name, agreement_no = face
 
         now = self.clock()
@@ -163,6 +210,11 @@ class PaymentService:
             created_at=now,
             updated_at=now,
         )
+        routing = decision.record() if decision is not None else None
+        if routing is not None and adapter_name is not None and not failure:
+            routing["chosen"] = adapter_name
+            routing["attempts"] = [{"n": 1, "adapter": adapter_name}]
+        payment.routing = routing
         if failure:
             payment.status, payment.failure_code = "failed", failure
             payment.failure_message = FAILURE_MESSAGES[failure]
@@ -208,6 +260,7 @@ class PaymentService:
                         "status": payment.status,
                         "failure_code": payment.failure_code,
                         "adapter": adapter_name,
+                        "routing": routing,
                     },
                 )
                 if payment.status == "failed":
@@ -239,66 +292,174 @@ class PaymentService:
             ) from exc
         if payment.status != "processing":
             return payment
-        return await self._execute(payment, data, store, agreement_no)
+        assert decision is not None
+        return await self._execute(payment, data, store, agreement_no, payer, decision)
 
-    async def _execute(
-        self, payment: Payment, data: PaymentInput, store: Store, agreement_no: str | None
-    ) -> Payment:
-        assert payment.adapter is not None and payment.provider_reference is not None
-        deadline = asyncio.get_running_loop().time() + self.sync_budget
-        adapter = await self.providers.adapter(payment.school_id, payment.adapter)
-        assert adapter is not None
-        request = PaymentRequest(
+    async def _take_candidate(self, school_id: str, decision: Decision, start: int) -> str | None:
+        """The first candidate from ``start`` on whose breaker lets a new payment through (taking
+        the half-open trial if that is what it is); refused ones are recorded as skipped."""
+        for name in decision.candidates[start:]:
+            if await self.routing.breaker.allow(school_id, name, decision.policy):
+                return name
+            decision.skipped.append({"adapter": name, "reason": "breaker open: not called"})
+        return None
+
+    def _request(
+        self,
+        payment: Payment,
+        data: PaymentInput,
+        store: Store,
+        agreement_no: str | None,
+        payer: Payer | None,
+    ) -> PaymentRequest:
+        assert payment.provider_reference is not None
+        credential: CardCredential | FaceCredential | AgreementCredential
+        if data.face_token is not None:
+            credential = FaceCredential(face_token=data.face_token)
+        elif payer is not None and payer.kind == "bank_agreement":
+            # only the agreement token reaches the bank, never the card number
+            assert payer.agreement_token is not None
+            credential = AgreementCredential(token=payer.agreement_token, card_last4=payer.card_last4)
+        else:
+            credential = CardCredential(card_no=data.card_no or "", pin=data.pin)
+        return PaymentRequest(
             reference=payment.provider_reference,
             amount=payment.amount,
             currency=payment.currency,
             method=payment.method,
-            credential=(
-                FaceCredential(face_token=data.face_token)
-                if data.face_token is not None
-                else CardCredential(card_no=data.card_no or "", pin=data.pin)
-            ),
+            credential=credential,
             agreement_no=agreement_no,
             store_ref=store.id,
             terminal_ref=payment.device_id,
             description=data.description,
             terminal_params=data.terminal_params,
         )
+
+    async def _execute(
+        self,
+        payment: Payment,
+        data: PaymentInput,
+        store: Store,
+        agreement_no: str | None,
+        payer: Payer | None,
+        decision: Decision,
+    ) -> Payment:
+        """Call the attempt's adapter. Only an attempt that provably never reached its provider
+        (``ProviderUnreachable``) moves on to the next candidate -- as a new attempt with its own
+        reference, committed before the call like the first. Anything else, an unknown included,
+        stays with the adapter that was called."""
+        assert payment.adapter is not None and payment.provider_reference is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sync_budget
         actor = f"device:{payment.device_id}"
-        try:
-            async with asyncio.timeout(self.sync_budget):
-                result = await adapter.pay(request)
-        except ProviderUnreachable as exc:
-            log.warning("payment %s: %s", payment.id, exc)
-            code = "provider_unavailable"
-            await self.resolver.finish(
+        # face tokens and enrolments belong to one provider: a face payment never fails over
+        index = decision.candidates.index(payment.adapter)
+        attempt = 1
+        while True:
+            adapter = await self.providers.adapter(payment.school_id, payment.adapter)
+            assert adapter is not None
+            request = self._request(payment, data, store, agreement_no, payer)
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    result = await adapter.pay(request)
+            except ProviderUnreachable as exc:
+                log.warning("payment %s attempt %d: %s", payment.id, attempt, exc)
+                await self.routing.breaker.failure(payment.school_id, payment.adapter, decision.policy)
+                following = None
+                if payment.method == "card":
+                    following = await self._take_candidate(payment.school_id, decision, index + 1)
+                if following is not None and await self._fail_over(payment, following, attempt + 1, decision):
+                    index, attempt = decision.candidates.index(following), attempt + 1
+                    continue
+                code = "provider_unavailable"
+                await self.resolver.finish(
+                    payment.id,
+                    "failed",
+                    actor=actor,
+                    provider_code="UNREACHABLE",
+                    failure_code=code,
+                    failure_message=FAILURE_MESSAGES[code],
+                )
+                return await self.get(Caller(payment.device_id, payment.school_id), payment.id)
+            except TimeoutError:
+                result = ProviderResult(Outcome.UNKNOWN, code="SYNC_BUDGET")
+            if result.outcome is Outcome.UNKNOWN:
+                await self.routing.breaker.failure(payment.school_id, payment.adapter, decision.policy)
+            else:
+                await self.routing.breaker.success(payment.school_id, payment.adapter)
+            await self.resolver.apply(payment, result, actor=actor)
+            return await self._drive(payment.id, deadline, actor=actor)
+
+    async def _fail_over(self, payment: Payment, adapter: str, attempt: int, decision: Decision) -> bool:
+        """One transaction: the unsent attempt is closed as ``unreachable`` and the next one is
+        committed (payment adapter and reference included) before it is sent. False when the
+        payment moved meanwhile (a cancel, say): then nothing new is sent."""
+        previous, reference = payment.adapter, f"{payment.id}-{attempt}"
+        routing = dict(payment.routing or decision.record())
+        attempts = [dict(a) for a in routing.get("attempts", [])]
+        if attempts:
+            attempts[-1]["outcome"] = "unreachable"
+        attempts.append({"n": attempt, "adapter": adapter})
+        routing.update(chosen=adapter, attempts=attempts, skipped=list(decision.skipped))
+        async with self.db.transaction() as session:
+            repo = PaymentRepository(session, self.clock)
+            moved = await repo.switch_attempt(
                 payment.id,
-                "failed",
-                actor=actor,
-                provider_code="UNREACHABLE",
-                failure_code=code,
-                failure_message=FAILURE_MESSAGES[code],
+                from_reference=payment.provider_reference or "",
+                adapter=adapter,
+                reference=reference,
+                routing=routing,
             )
-            return await self.get(Caller(payment.device_id, payment.school_id), payment.id)
-        except TimeoutError:
-            result = ProviderResult(Outcome.UNKNOWN, code="SYNC_BUDGET")
-        await self.resolver.apply(payment, result, actor=actor)
-        return await self._drive(payment.id, deadline, actor=actor)
+            if not moved:
+                return False
+            session.add(
+                PaymentAttempt(
+                    id=new_id("att"),
+                    payment_id=payment.id,
+                    adapter=adapter,
+                    provider_reference=reference,
+                    status="processing",
+                )
+            )
+            await audit.append(
+                session,
+                self.keyring,
+                chain=payment.school_id,
+                actor="system:routing",
+                action="payment.failover",
+                object_type="payment",
+                object_id=payment.id,
+                data={
+                    "from": previous,
+                    "to": adapter,
+                    "attempt": attempt,
+                    "reason": "provider unreachable: the request never reached it",
+                },
+            )
+        payment.adapter, payment.provider_reference, payment.routing = adapter, reference, routing
+        return True
 
-    async def _resolve_face(
-        self, school_id: str, face_token: str
-    ) -> tuple[str | None, str | None, str | None, str | None]:
-        """Token -> provider user -> enrolment -> consent, before any money moves.
-
-        Returns (refusal, student_id, adapter, agreement_no)."""
-        adapter_name = None
+    async def _face_default(self, school_id: str) -> list[str]:
+        """Today's face route: the configured face adapters (the first one takes the payment)."""
+        names = []
         for name in self.providers.registry:
             if "face" in self.providers.registry.capabilities(name).methods:
                 if await self.providers.config(school_id, name) is not None:
-                    adapter_name = name
-                    break
-        if adapter_name is None:
+                    names.append(name)
+        return names
+
+    async def _resolve_face(
+        self, school_id: str, face_token: str, decision: Decision
+    ) -> tuple[str | None, str | None, str | None, str | None]:
+        """Token -> provider user -> enrolment -> consent, before any money moves. The routed
+        face adapter identifies the token and, if all is well, takes the payment.
+
+        Returns (refusal, student_id, adapter, agreement_no)."""
+        if not decision.candidates and not decision.skipped:
             return "method_unavailable", None, None, None
+        adapter_name = await self._take_candidate(school_id, decision, 0)
+        if adapter_name is None:
+            return _no_candidate_failure(decision), None, None, None
         adapter = await self.providers.adapter(school_id, adapter_name)
         assert adapter is not None
         config = await self.providers.config(school_id, adapter_name)

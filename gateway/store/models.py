@@ -34,11 +34,14 @@ __all__ = [
     "Base",
     "BlacklistState",
     "Card",
+    "CardBinSetting",
+    "CircuitBreaker",
     "Consent",
     "ConsentNotice",
     "Device",
     "DeviceKey",
     "Enrollment",
+    "FundingSource",
     "Guardian",
     "IdempotencyRecord",
     "Nonce",
@@ -49,6 +52,7 @@ __all__ = [
     "ProviderNotification",
     "ProviderSetting",
     "Refund",
+    "RoutingConfig",
     "School",
     "Store",
     "Student",
@@ -177,6 +181,11 @@ class Card(Base):
     status: Mapped[str] = mapped_column(String(20), default="active")
     status_version: Mapped[int] = mapped_column(BigInteger, default=0)
     status_changed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The one funding source this card pays from (None: rows from before funding sources
+    # existed, which pay from the e-card account through ``funding_adapter``).
+    funding_source_id: Mapped[str | None] = mapped_column(
+        ForeignKey("funding_sources.id", name="fk_cards_funding_source_id"), default=None
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -224,6 +233,8 @@ class Payment(Base):
     refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
     provider_reference: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
     provider_txn_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    # The routing decision: rule, candidates in order, skipped ones with reasons, attempts.
+    routing: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     # Recovery bookkeeping for payments whose outcome is not yet known.
     recovery_deadline: Mapped[datetime | None] = mapped_column(default=None)
     next_recovery_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -428,3 +439,52 @@ class OfflineRecord(Base):
     reason: Mapped[str | None] = mapped_column(String(64), default=None)
     payment_id: Mapped[str | None] = mapped_column(String(40), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FundingSource(Base):
+    """Where a card's money comes from: the student's e-card account, or a guardian's bank
+    direct-debit agreement (token encrypted, aad bound to the row; only the last four digits of
+    the bank card are kept)."""
+
+    __tablename__ = "funding_sources"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    student_id: Mapped[str] = mapped_column(ForeignKey("students.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # ecard_account | bank_agreement
+    adapter: Mapped[str] = mapped_column(String(40))
+    agreement_token_enc: Mapped[str | None] = mapped_column(Text, default=None)
+    card_last4: Mapped[str | None] = mapped_column(String(4), default=None)
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | revoked
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CardBinSetting(Base):
+    """A school's bank co-branded card BIN prefixes: cards starting with one pay by bank agreement."""
+
+    __tablename__ = "card_bin_settings"
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), primary_key=True)
+    co_branded: Mapped[dict[str, Any]] = mapped_column()  # {"prefixes": [...]}
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoutingConfig(Base):
+    """A school's routing rule set (a validated JSON document) and its version."""
+
+    __tablename__ = "routing_configs"
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column()
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CircuitBreaker(Base):
+    """Breaker state per (school, adapter) when no Redis is configured (docs/decisions/0010)."""
+
+    __tablename__ = "circuit_breakers"
+    school_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    adapter: Mapped[str] = mapped_column(String(40), primary_key=True)
+    state: Mapped[str] = mapped_column(String(10), default="closed")  # closed | open | half_open
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None] = mapped_column(default=None)
+    trial_until: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

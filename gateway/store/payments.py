@@ -110,6 +110,32 @@ class PaymentRepository:
             .values(status=status, provider_code=provider_code, updated_at=self.now())
         )
 
+    async def switch_attempt(
+        self, payment_id: str, *, from_reference: str, adapter: str, reference: str, routing: dict[str, Any]
+    ) -> bool:
+        """Fail over: close the unsent attempt and point the payment at the next one, with a
+        compare-and-set so nothing new starts once the payment has moved (or a cancel came in)."""
+        result = await self.session.execute(
+            update(Payment)
+            .where(
+                Payment.id == payment_id,
+                Payment.status == "processing",
+                Payment.reversal_requested == 0,
+                Payment.provider_reference == from_reference,
+            )
+            .values(adapter=adapter, provider_reference=reference, routing=routing, updated_at=self.now())
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        await self.session.execute(
+            update(PaymentAttempt)
+            .where(
+                PaymentAttempt.payment_id == payment_id, PaymentAttempt.provider_reference == from_reference
+            )
+            .values(status="unreachable", provider_code="UNREACHABLE", updated_at=self.now())
+        )
+        return True
+
     # refunds -------------------------------------------------------------------------------
 
     async def refund(self, refund_id: str, *, school_id: str | None = None) -> Refund | None:

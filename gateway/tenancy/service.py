@@ -21,6 +21,7 @@ from gateway.protection import audit
 from gateway.protection.crypto import Keyring
 from gateway.store.db import Database
 from gateway.store.models import ApiKey, Card, Device, DeviceKey, School, Store, Student, new_id, utcnow
+from gateway.tenancy.funding import FundingService
 
 __all__ = ["CreatedDevice", "TenancyService", "card_fingerprint"]
 
@@ -291,7 +292,14 @@ class TenancyService:
         return student
 
     async def bind_card(
-        self, school_id: str, *, student_id: str, card_no: str, funding_adapter: str, actor: str
+        self,
+        school_id: str,
+        *,
+        student_id: str,
+        card_no: str,
+        funding_adapter: str,
+        actor: str,
+        funding_source_id: str | None = None,
     ) -> Card:
         digest = card_fingerprint(self.keyring, school_id, card_no)
         async with self.db.transaction() as session:
@@ -306,13 +314,22 @@ class TenancyService:
                 select(Card.id).where(Card.school_id == school_id, Card.card_hash == digest)
             ):
                 raise Conflict("already_exists", "card is already bound")
+            source = await FundingService.for_card(
+                session,
+                school_id,
+                student_id=student.id,
+                card_no=card_no,
+                funding_source_id=funding_source_id,
+                default_adapter=funding_adapter,
+            )
             card = Card(
                 id=new_id("crd"),
                 school_id=school_id,
                 student_id=student.id,
                 card_hash=digest,
                 last4=card_no[-4:],
-                funding_adapter=funding_adapter,
+                funding_adapter=source.adapter,
+                funding_source_id=source.id,
             )
             session.add(card)
             await audit.append(
@@ -323,7 +340,13 @@ class TenancyService:
                 action="card.bound",
                 object_type="card",
                 object_id=card.id,
-                data={"student_id": student.id, "last4": card.last4, "funding_adapter": funding_adapter},
+                data={
+                    "student_id": student.id,
+                    "last4": card.last4,
+                    "funding_adapter": card.funding_adapter,
+                    "funding_source_id": source.id,
+                    "funding_kind": source.kind,
+                },
             )
         return card
 

@@ -15,23 +15,31 @@ from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ValidationError
 
 from sandbox.control import ControlPlane, iso_utc
-from sandbox.ecard import ledger, signing
+from sandbox.ecard import cards, ledger, offline, signing
 from sandbox.ecard.ledger import Outcome
 from sandbox.ecard.models import (
     CARD_NO_PATTERN,
+    BlacklistRequest,
+    BlacklistResult,
     CardInfo,
     CardRef,
+    CardStatusResult,
     ConsumeRequest,
     ConsumeResult,
     EmptyRequest,
     ErrorBody,
     FailBody,
     MerchantCreated,
+    OfflineRecord,
+    OfflineUploadRequest,
+    OfflineUploadResult,
     OrderRequest,
     PingResult,
     QueryResult,
     RefundRequest,
     RefundResult,
+    ReplaceRequest,
+    ReplaceResult,
     ReverseResult,
 )
 from sandbox.ecard.pipeline import PROVIDER, EcardEndpoints, encode, error, validation_message
@@ -56,7 +64,17 @@ RESPONSE_HEADERS = {
         "description": "base64 HMAC-SHA256(secret, the response string to sign)",
     },
 }
-REQUEST_MODELS: list[type[BaseModel]] = [ConsumeRequest, OrderRequest, RefundRequest, EmptyRequest]
+REQUEST_MODELS: list[type[BaseModel]] = [
+    ConsumeRequest,
+    OrderRequest,
+    RefundRequest,
+    EmptyRequest,
+    CardRef,
+    ReplaceRequest,
+    BlacklistRequest,
+    OfflineUploadRequest,
+    OfflineRecord,
+]
 
 
 def _responses(ok: Any, *, conflicts: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -133,12 +151,52 @@ def create_ecard_app(state: EcardState, control: ControlPlane) -> FastAPI:
     @post("/v1/reverse", ReverseResult, OrderRequest, "Undo an order in full (idempotent)")
     async def reverse(request: Request) -> Response:
         return await endpoints.handle(
-            request, "reverse", OrderRequest, lambda m, p: ledger.reverse(m, p.order_ref)
+            request, "reverse", OrderRequest, lambda m, p: ledger.reverse(m, p.order_ref, control.now())
         )
 
     @post("/v1/refund", RefundResult | FailBody, RefundRequest, "Give back all or part", conflicts=True)
     async def refund(request: Request) -> Response:
-        return await endpoints.handle(request, "refund", RefundRequest, ledger.refund)
+        return await endpoints.handle(
+            request, "refund", RefundRequest, lambda m, p: ledger.refund(m, p, control.now())
+        )
+
+    @post(
+        "/v1/cards/report-lost", CardStatusResult | FailBody, CardRef, "Loss report: the card is LOST at once"
+    )
+    async def report_lost(request: Request) -> Response:
+        return await endpoints.handle(
+            request, "report_lost", CardRef, lambda m, p: cards.report_lost(m, p.card_no, control.now())
+        )
+
+    @post("/v1/cards/cancel-loss", CardStatusResult | FailBody, CardRef, "Cancel a loss report")
+    async def cancel_loss(request: Request) -> Response:
+        return await endpoints.handle(
+            request, "cancel_loss", CardRef, lambda m, p: cards.cancel_loss(m, p.card_no, control.now())
+        )
+
+    @post("/v1/cards/replace", ReplaceResult | FailBody, ReplaceRequest, "Replacement card for the account")
+    async def replace(request: Request) -> Response:
+        return await endpoints.handle(
+            request,
+            "replace",
+            ReplaceRequest,
+            lambda m, p: cards.replace(m, p.old_card_no, p.new_card_no, control.now()),
+        )
+
+    @post("/v1/blacklist", BlacklistResult, BlacklistRequest, "Card status changes since a version")
+    async def blacklist(request: Request) -> Response:
+        return await endpoints.handle(
+            request, "blacklist", BlacklistRequest, lambda m, p: cards.blacklist(m, p.since_version)
+        )
+
+    @post("/v1/offline/upload", OfflineUploadResult, OfflineUploadRequest, "Upload offline records")
+    async def offline_upload(request: Request) -> Response:
+        return await endpoints.handle(
+            request,
+            "offline_upload",
+            OfflineUploadRequest,
+            lambda m, p: offline.upload(m, p, control.now()),
+        )
 
     @post("/v1/ping", PingResult, EmptyRequest, "A signed round trip")
     async def ping(request: Request) -> Response:

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import httpx
 
-from adapters.base import Adapter, CardCredential, FaceCredential, Outcome, PaymentRequest, ProviderConfig
+from adapters.bank.adapter import BankAdapter, order_id_for
+from adapters.base import (
+    Adapter,
+    AgreementCredential,
+    CardCredential,
+    FaceCredential,
+    Outcome,
+    PaymentRequest,
+    ProviderConfig,
+)
 from adapters.registry import default_registry
 from sandbox import create_sandbox_app
 
@@ -174,4 +183,111 @@ async def alipay_case(
         )
 
 
-CASES = {"ecard": ecard_case, "alipay": alipay_case}
+BANK_VECTORS = json.loads((Path(__file__).parent / "vectors" / "bank.json").read_text(encoding="utf-8"))
+BANK_PKI = Path(__file__).resolve().parents[2] / BANK_VECTORS["pki"]["dir"]
+BANK_RICH_ACCOUNT = "6216610200000000012"  # balance 1000000 fen (docs/test-values.md, "Bank")
+BANK_POOR_ACCOUNT = "6216610200000000020"  # balance 500 fen: a larger consume gets 64
+
+
+def bank_config(endpoint: str = "http://sandbox.test/bank") -> ProviderConfig:
+    """The sandbox's default signMethod 01 merchant, trusting the committed test PKI."""
+    pki = BANK_VECTORS["pki"]
+    return ProviderConfig(
+        endpoint=endpoint,
+        credentials={
+            "mer_id": BANK_VECTORS["sign_method_01"]["merId"],
+            "sign_method": "01",
+            "tr_id": "62000000001",
+            "merchant_private_key": BANK_VECTORS["merchant_private_key_pem"],
+            "merchant_cert": BANK_VECTORS["merchant_cert_pem"],
+            "bank_root_ca": (BANK_PKI / pki["root"]).read_text(encoding="utf-8"),
+            "bank_intermediate_ca": (BANK_PKI / pki["intermediate"]).read_text(encoding="utf-8"),
+            "bank_subject_cn": pki["bank_subject"]["CN"],
+            "bank_subject_o": pki["bank_subject"]["O"],
+        },
+        options={"timeout_seconds": 2.0, "back_url": "http://gateway.test/v1/notify/bank"},
+    )
+
+
+def _agreement_request(token: str, amount: int) -> PaymentRequest:
+    return PaymentRequest(
+        reference="ref_" + secrets.token_hex(8),
+        amount=amount,
+        currency="CNY",
+        method="card",
+        credential=AgreementCredential(token=token),
+        store_ref="store_1",
+        terminal_ref="dev_1",
+    )
+
+
+@asynccontextmanager
+async def bank_case(
+    transport_wrapper: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+) -> AsyncIterator[Case]:
+    """The bank adapter (signMethod 01) against the sandbox bank (docs/bank-protocol.md).
+
+    Every request pays with its own agreement token, opened up front through the adapter's
+    ``open_agreement`` for a fresh payer reference (an untampered client, so the man-in-the-middle
+    case still has tokens). Notifications go to an in-memory receiver that answers 200."""
+    app = create_sandbox_app()
+    transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
+    if transport_wrapper is not None:
+        transport = transport_wrapper(transport)
+    received: list[bytes] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        received.append(request.content)
+        return httpx.Response(200, text="ok")
+
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox.test") as sb,
+        httpx.AsyncClient(transport=transport) as http,
+        httpx.AsyncClient(transport=httpx.MockTransport(receive)) as notify,
+    ):
+        app.state.bank.notify_client = notify
+        try:
+            config = bank_config()
+            adapter = default_registry().create("bank", config, http)
+            minter = BankAdapter(config, sb)
+            tokens: list[str] = []
+            for _ in range(6):
+                opened = await minter.open_agreement(BANK_RICH_ACCOUNT, "stu_" + secrets.token_hex(6))
+                tokens.append(opened.token)
+            poor = await minter.open_agreement(BANK_POOR_ACCOUNT, "stu_" + secrets.token_hex(6))
+            pool = list(tokens)
+            unknown = _agreement_request(pool.pop(), 1000)
+            # the sandbox answers HTTP 500 before applying every consume of this order
+            fault = {
+                "provider": "bank",
+                "operation": "consume",
+                "action": "error_500",
+                "times": -1,
+                "match": {"order_ref": order_id_for("P", unknown.reference)},
+            }
+            (await sb.post("/_control/faults", json=fault)).raise_for_status()
+
+            async def money_moved(reference: str) -> bool:
+                events = (
+                    await sb.get("/_control/events", params={"provider": "bank", "kind": "bank.debit"})
+                ).json()["events"]
+                return any(e.get("order_id") == order_id_for("P", reference) for e in events)
+
+            key_body = _pem_body(BANK_VECTORS["merchant_private_key_pem"])
+            yield Case(
+                name="bank",
+                adapter=adapter,
+                sandbox=sb,
+                pay=lambda amount: _agreement_request(pool.pop(), amount),
+                decline=_agreement_request(poor.token, 90_000),  # 64: over the account's 500 fen
+                unknown=unknown,
+                tampered=_agreement_request(pool.pop(), 1073),  # magic 73: debited, signature fails
+                secrets=[*tokens, poor.token, key_body[100:160], BANK_RICH_ACCOUNT, BANK_POOR_ACCOUNT],
+                money_moved=money_moved,
+                secret_pay=lambda: _agreement_request(pool.pop(), 500),
+            )
+        finally:
+            await app.state.bank.aclose()
+
+
+CASES = {"ecard": ecard_case, "alipay": alipay_case, "bank": bank_case}

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.bank import BankAdapter
 from adapters.base import ProviderConfig
 from adapters.ecard import EcardAdapter
 from adapters.registry import ENTRY_POINT_GROUP, UnknownAdapter, default_registry
@@ -37,8 +38,10 @@ def _install_plugin(root: Path, name: str, target: str) -> None:
 
 def test_builtins_are_registered() -> None:
     registry = default_registry(plugins=False)
-    assert list(registry) == ["alipay", "ecard"]
+    assert list(registry) == ["alipay", "bank", "ecard"]
     assert registry.capabilities("ecard") is EcardAdapter.capabilities
+    assert registry.capabilities("bank") is BankAdapter.capabilities
+    assert registry.capabilities("bank").funding == frozenset({"bank_agreement"})
     with pytest.raises(UnknownAdapter):
         registry.capabilities("nope")
 

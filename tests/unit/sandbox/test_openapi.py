@@ -24,6 +24,11 @@ def test_spec_describes_every_operation_precisely() -> None:
         "/v1/refund",
         "/v1/ping",
         "/v1/cards/{card_no}",
+        "/v1/cards/report-lost",
+        "/v1/cards/cancel-loss",
+        "/v1/cards/replace",
+        "/v1/blacklist",
+        "/v1/offline/upload",
         "/merchants",
     }
     consume = spec["components"]["schemas"]["ConsumeRequest"]

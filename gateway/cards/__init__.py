@@ -1,0 +1,1 @@
+"""Card status: loss reports, replacement, and the blacklist cache terminals and payments use."""

@@ -1,0 +1,1 @@
+"""Offline card records: payments terminals took without a network, uploaded later."""

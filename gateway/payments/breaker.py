@@ -1,0 +1,187 @@
+"""Circuit breakers per (school, adapter): stop *new* payments from going to an adapter that keeps
+failing technically. Queries, cancels and refunds of existing payments never ask the breaker.
+
+    closed ──N consecutive technical failures──► open ──cool-down──► half_open (one trial call)
+      ▲                                            ▲                      │
+      └──────────────── success ◄──────────────────┼──── failure ─────────┘
+
+A technical failure is ``ProviderUnreachable``, a timeout or an unknown outcome on pay; any
+answer the provider verifiably gave (success or decline) is a success for the breaker. State
+lives in the database by default and in Redis when one is configured (docs/decisions/0010).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from redis.asyncio import Redis
+from sqlalchemy import update
+
+from gateway.payments.routing import BreakerPolicy
+from gateway.store.db import Database
+from gateway.store.dialect import insert_ignore
+from gateway.store.models import CircuitBreaker
+
+__all__ = ["Breaker", "RedisBreaker", "SqlBreaker"]
+
+
+class Breaker(Protocol):
+    async def allow(self, school_id: str, adapter: str, policy: BreakerPolicy) -> bool:
+        """May a new payment be sent? In half-open, True for exactly one trial at a time."""
+        ...
+
+    async def peek(self, school_id: str, adapter: str, policy: BreakerPolicy) -> str:
+        """closed | open | half_open (would admit a trial), without taking the trial."""
+        ...
+
+    async def success(self, school_id: str, adapter: str) -> None: ...
+
+    async def failure(self, school_id: str, adapter: str, policy: BreakerPolicy) -> None: ...
+
+
+class SqlBreaker:
+    """One row per (school, adapter); every change is a compare-and-set, so several gateway
+    processes agree on who holds the half-open trial."""
+
+    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
+        self.db, self.clock = db, clock
+
+    async def _row(self, school_id: str, adapter: str) -> CircuitBreaker | None:
+        async with self.db.transaction() as session:
+            return await session.get(CircuitBreaker, (school_id, adapter))
+
+    async def peek(self, school_id: str, adapter: str, policy: BreakerPolicy) -> str:
+        row = await self._row(school_id, adapter)
+        return _view(row, self.clock(), policy)
+
+    async def allow(self, school_id: str, adapter: str, policy: BreakerPolicy) -> bool:
+        row = await self._row(school_id, adapter)
+        now = self.clock()
+        view = _view(row, now, policy)
+        if view == "closed":
+            return True
+        if view == "open" or row is None:
+            return False
+        # half-open: take the trial with a CAS, holding it for one cool-down
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(CircuitBreaker)
+                .where(
+                    CircuitBreaker.school_id == school_id,
+                    CircuitBreaker.adapter == adapter,
+                    CircuitBreaker.state == row.state,
+                    CircuitBreaker.opened_at == row.opened_at,
+                    (CircuitBreaker.trial_until == row.trial_until)
+                    if row.trial_until is not None
+                    else CircuitBreaker.trial_until.is_(None),
+                )
+                .values(
+                    state="half_open",
+                    trial_until=now + timedelta(seconds=policy.cooldown_seconds),
+                    updated_at=now,
+                )
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def success(self, school_id: str, adapter: str) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(CircuitBreaker)
+                .where(CircuitBreaker.school_id == school_id, CircuitBreaker.adapter == adapter)
+                .values(state="closed", failures=0, opened_at=None, trial_until=None, updated_at=self.clock())
+            )
+
+    async def failure(self, school_id: str, adapter: str, policy: BreakerPolicy) -> None:
+        now = self.clock()
+        async with self.db.transaction() as session:
+            values = {
+                "school_id": school_id,
+                "adapter": adapter,
+                "state": "closed",
+                "failures": 0,
+                "updated_at": now,
+            }
+            await session.execute(insert_ignore(session, CircuitBreaker.__table__, values))  # type: ignore[arg-type]
+            row = await session.get(CircuitBreaker, (school_id, adapter), with_for_update=True)
+            assert row is not None
+            row.failures += 1
+            row.updated_at = now
+            if row.state == "half_open" or (
+                row.state == "closed" and row.failures >= policy.failure_threshold
+            ):
+                row.state, row.opened_at, row.trial_until = "open", now, None
+
+
+def _view(row: CircuitBreaker | None, now: datetime, policy: BreakerPolicy) -> str:
+    if row is None or row.state == "closed":
+        return "closed"
+    cooldown = timedelta(seconds=policy.cooldown_seconds)
+    if row.state == "open":
+        assert row.opened_at is not None
+        return "half_open" if now >= row.opened_at + cooldown else "open"
+    # half_open: a trial is out; another may start only once it has had a cool-down to finish
+    return "half_open" if row.trial_until is None or now >= row.trial_until else "open"
+
+
+# Redis: one hash per breaker; each transition is one Lua script, so it is atomic across processes.
+_ALLOW = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'closed' then return 1 end
+local now, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2])
+if state == 'open' then
+  if now < tonumber(redis.call('HGET', KEYS[1], 'opened_at')) + cooldown then return 0 end
+else
+  local trial = tonumber(redis.call('HGET', KEYS[1], 'trial_until') or '0')
+  if now < trial then return 0 end
+end
+redis.call('HSET', KEYS[1], 'state', 'half_open', 'trial_until', now + cooldown)
+return 1
+"""
+_FAILURE = """
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if state == 'half_open' or (state == 'closed' and failures >= tonumber(ARGV[2])) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', ARGV[1], 'trial_until', '0')
+end
+redis.call('EXPIRE', KEYS[1], 86400)
+return failures
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisBreaker:
+    def __init__(self, redis: Redis, prefix: str, clock: Callable[[], datetime]) -> None:
+        self.redis, self.prefix, self.clock = redis, prefix, clock
+
+    def _key(self, school_id: str, adapter: str) -> str:
+        return f"{self.prefix}breaker:{school_id}:{adapter}"
+
+    async def peek(self, school_id: str, adapter: str, policy: BreakerPolicy) -> str:
+        raw: dict[bytes | str, bytes | str] = await self.redis.hgetall(self._key(school_id, adapter))
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        state = data.get("state", "closed")
+        now = self.clock().timestamp()
+        if state == "closed":
+            return "closed"
+        if state == "open":
+            return "half_open" if now >= float(data["opened_at"]) + policy.cooldown_seconds else "open"
+        return "half_open" if now >= float(data.get("trial_until", "0")) else "open"
+
+    async def allow(self, school_id: str, adapter: str, policy: BreakerPolicy) -> bool:
+        key = self._key(school_id, adapter)
+        now = self.clock().timestamp()
+        result = await self.redis.eval(_ALLOW, 1, key, str(now), str(policy.cooldown_seconds))
+        return bool(result)
+
+    async def success(self, school_id: str, adapter: str) -> None:
+        await self.redis.delete(self._key(school_id, adapter))
+
+    async def failure(self, school_id: str, adapter: str, policy: BreakerPolicy) -> None:
+        key = self._key(school_id, adapter)
+        now = self.clock().timestamp()
+        await self.redis.eval(_FAILURE, 1, key, str(now), str(policy.failure_threshold))

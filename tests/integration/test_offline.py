@@ -1,0 +1,121 @@
+"""Offline batches and the card blacklist (CONTRACT.md "Offline records", COMPLIANCE 19, 20)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.client import CampusPayClient, CampusPayError
+from tests.harness import Harness
+
+pytestmark = pytest.mark.integration
+
+
+def _record(
+    h: Harness, seq: int, *, card: str = "31000001", amount: int = 800, **overrides: Any
+) -> dict[str, Any]:
+    body = {
+        "terminal_seq": seq,
+        "merchant_order_id": f"off-{seq}",
+        "amount": amount,
+        "currency": "CNY",
+        "card_no": card,
+        "store_id": h.store_id,
+        "occurred_at": (datetime.now(UTC) - timedelta(minutes=30)).isoformat(),
+    }
+    body.update(overrides)
+    return body
+
+
+async def _upload(client: CampusPayClient, records: list[dict[str, Any]], key: str | None = None) -> Any:
+    response = await client.request(
+        "POST",
+        "/v1/offline-batches",
+        json={"records": records},
+        idempotency_key=key or f"batch-{datetime.now(UTC).timestamp()}",
+    )
+    return response
+
+
+async def test_records_are_posted_once_and_answered_one_by_one(harness: Harness) -> None:
+    async with harness.client() as client:
+        records = [
+            _record(harness, 1),
+            _record(harness, 2),
+            _record(harness, 4, card="99999999"),
+            {"terminal_seq": 5, "amount": "lots"},
+            _record(harness, 2),
+        ]
+        first = await _upload(client, records, key="b-1")
+        assert first.status_code == 200, first.text
+        body = first.json()
+        by = [(r["terminal_seq"], r["status"], r.get("reason")) for r in body["results"]]
+        assert (1, "posted", None) in by and (2, "posted", None) in by
+        assert (2, "duplicate", None) in by  # the same sequence number twice in one batch
+        assert (4, "rejected", "card_unknown") in by
+        assert (5, "rejected", "invalid_record") in by
+        assert {"from": 3, "to": 3} in body["gaps"]
+        replay = await _upload(client, records, key="b-1")
+        assert replay.headers.get("idempotent-replayed") == "true" and replay.content == first.content
+        again = await _upload(client, [_record(harness, 1), _record(harness, 2)], key="b-2")
+        assert [r["status"] for r in again.json()["results"]] == ["duplicate", "duplicate"]
+        posted = [r for r in body["results"] if r["status"] == "posted"]
+        payment = await client.get_payment(posted[0]["payment_id"])
+        assert payment["status"] == "succeeded" and payment["amount"] == 800
+    assert await harness.balance("31000001") == 100_000 - 1600
+
+
+async def test_a_card_lost_before_the_record_is_held_for_review(harness: Harness) -> None:
+    base = f"/v1/schools/{harness.school_id}/cards"
+    before = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    r = await harness.admin("POST", f"{base}/report-lost", {"card_no": "31000001"})
+    assert r.status_code == 200 and r.json()["status"] == "lost", r.text
+    after = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    async with harness.client() as client:
+        refused = await client.create_payment(**harness.payment())
+        assert refused.body["status"] == "failed" and refused.body["failure_code"] == "card_reported_lost"
+        body = (
+            await _upload(
+                client, [_record(harness, 10, occurred_at=before), _record(harness, 11, occurred_at=after)]
+            )
+        ).json()
+        results = {r["terminal_seq"]: r for r in body["results"]}
+        assert results[10]["status"] == "posted"
+        assert results[11]["status"] == "held_for_review"
+        assert results[11]["reason"] == "card_lost_before_record"
+        blacklist = await client.request("GET", "/v1/cards/blacklist", params={"since_version": 0})
+        changes = blacklist.json()["changes"]
+        assert any(c["card_no"] == "31000001" and c["status"] == "lost" for c in changes)
+        latest = blacklist.json()["version"]
+        quiet = await client.request("GET", "/v1/cards/blacklist", params={"since_version": latest})
+        assert quiet.json()["changes"] == []
+    r = await harness.admin("POST", f"{base}/cancel-loss", {"card_no": "31000001"})
+    assert r.json()["status"] == "active"
+    async with harness.client() as client:
+        assert (await client.create_payment(**harness.payment())).body["status"] == "succeeded"
+
+
+async def test_a_replacement_card_takes_over_the_account(harness: Harness) -> None:
+    r = await harness.admin(
+        "POST",
+        f"/v1/schools/{harness.school_id}/cards/replace",
+        {"old_card_no": "31000001", "new_card_no": "31009999"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["student_id"] == harness.cards["31000001"]
+    async with harness.client() as client:
+        new = await client.create_payment(**harness.payment(credential={"card_no": "31009999"}, amount=300))
+        old = await client.create_payment(**harness.payment(credential={"card_no": "31000001"}, amount=300))
+    assert new.body["status"] == "succeeded" and new.body["student"] == harness.cards["31000001"]
+    assert old.body["failure_code"] == "card_reported_lost"
+
+
+async def test_batches_over_500_records_are_refused_whole(harness: Harness) -> None:
+    async with harness.client() as client:
+        with pytest.raises(CampusPayError) as err:
+            response = await _upload(client, [_record(harness, i) for i in range(501)])
+            if response.status_code >= 400:
+                raise CampusPayError.from_response(response)
+    assert err.value.status in (413, 422)
