@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from gateway.payments.routing import BreakerPolicy
-from gateway.store.models import Card, Payment
+from gateway.store.models import Card, CircuitBreaker, Payment
 from tests.face_helpers import setup_face
 from tests.harness import Harness
 from tests.routing_helpers import attempts, configure_ecard, debits, put_rules, routed_harness
@@ -251,6 +251,28 @@ async def test_unreachable_with_nowhere_to_go_fails_without_charging(h: Harness)
 
 
 async def test_breaker_opens_half_opens_and_closes(h: Harness) -> None:
+    await _breaker_cycle(h)
+
+
+@pytest.mark.redis
+async def test_breaker_in_redis_opens_half_opens_and_closes(tmp_path: Path, redis_url: str) -> None:
+    prefix = f"campuspay-test-{tmp_path.name}:"
+    async with routed_harness(
+        f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", tmp_path, redis_url=redis_url, redis_prefix=prefix
+    ) as h:
+        redis = h.services.redis
+        assert redis is not None
+        try:
+            await _breaker_cycle(h)
+            async with h.services.db.transaction() as session:  # the state lived in Redis, not here
+                rows = (await session.execute(select(CircuitBreaker))).scalars().all()
+            assert rows == []
+        finally:
+            async for key in redis.scan_iter(match=f"{prefix}*"):
+                await redis.delete(key)
+
+
+async def _breaker_cycle(h: Harness) -> None:
     merchant = await configure_ecard(h, "ecard-down", reachable=False)
     r = await put_rules(
         h,
