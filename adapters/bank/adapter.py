@@ -448,35 +448,21 @@ class BankAdapter(BaseAdapter):
         """Whether a cancel of this (successful) payment has given everything back: its void
         succeeded, or its full refund did, or its remainder refunds ran down to the 1-fen step.
         The cancel takes these steps in this order, so an absent step ends the search."""
-        void = await self._query_order(order_id_for("V", reference))
-        if isinstance(void, ProviderResult):
-            return void
-        if void.code == NOT_FOUND:
-            return False
-        state = _step_state(void)
-        if state is None:
-            return self._unknown_query(void)
-        if state == SUCCESS:
-            return True
-        full = await self._query_order(order_id_for("F", reference))
-        if isinstance(full, ProviderResult):
-            return full
-        if full.code == NOT_FOUND:
-            return False
-        state = _step_state(full)
-        if state is None:
-            return self._unknown_query(full)
-        if state == SUCCESS:
-            return True
-        last = await self._query_order(order_id_for("B0", reference))
-        if isinstance(last, ProviderResult):
-            return last
-        if last.code == NOT_FOUND:
-            return False
-        state = _step_state(last)
-        if state is None:
-            return self._unknown_query(last)
-        return state in (SUCCESS, AMOUNT_MISMATCH)
+        # void, then full refund, then the last (1-fen) remainder step, which also counts as done
+        # when the bank refuses it as larger than what is left.
+        steps = (("V", (SUCCESS,)), ("F", (SUCCESS,)), ("B0", (SUCCESS, AMOUNT_MISMATCH)))
+        for kind, done in steps:
+            step = await self._query_order(order_id_for(kind, reference))
+            if isinstance(step, ProviderResult):
+                return step
+            if step.code == NOT_FOUND:
+                return False
+            state = _step_state(step)
+            if state is None:
+                return self._unknown_query(step)
+            if state in done:
+                return True
+        return False
 
     async def cancel(self, reference: str) -> ProviderResult:
         answer = await self._query_payment(reference)
