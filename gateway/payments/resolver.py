@@ -197,8 +197,9 @@ class Resolver:
     async def _reverse(self, adapter: Adapter, payment: Payment, *, actor: str) -> None:
         if not payment.reversal_requested:
             async with self.db.transaction() as session:
+                # whoever is stepping it (a worker's lease, a request's hold) keeps it
                 await PaymentRepository(session, self.clock).request_reversal(
-                    payment.id, ("processing",), by=REVERSAL_BY_RECOVERY
+                    payment.id, ("processing",), by=REVERSAL_BY_RECOVERY, hold_until=payment.next_recovery_at
                 )
                 await audit.append(
                     session,

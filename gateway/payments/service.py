@@ -223,7 +223,7 @@ class PaymentService:
             payment.provider_reference = f"{payment.id}-1"
             payment.recovery_deadline = now + timedelta(seconds=self.recovery_deadline)
             # The worker leaves it alone while this request is still working on it.
-            payment.next_recovery_at = now + timedelta(seconds=self.sync_budget + HANDOVER_MARGIN)
+            payment.next_recovery_at = self._hold()
         try:
             async with self.db.transaction() as session:
                 repo = PaymentRepository(session, self.clock)
@@ -480,8 +480,13 @@ class PaymentService:
             return check.refusal, check.student_id, adapter_name, None
         return None, check.student_id, adapter_name, check.enrollment.agreement_no
 
-    async def _drive(self, payment_id: str, deadline: float, *, actor: str) -> Payment:
-        """Run recovery steps inline until the payment is final or the budget is spent."""
+    async def _drive(
+        self, payment_id: str, deadline: float, *, actor: str, step_now: bool = False
+    ) -> Payment:
+        """Run recovery steps inline until the payment is final or the budget is spent.
+
+        ``step_now``: this request holds the payment (its ``next_recovery_at`` is the request's
+        own hold, see ``_hold``), so the first step runs at once instead of waiting it out."""
         loop = asyncio.get_running_loop()
         while True:
             async with self.db.transaction() as session:
@@ -490,8 +495,9 @@ class PaymentService:
             if not is_pending(payment):
                 return payment
             wait = 0.0
-            if payment.next_recovery_at is not None:
+            if payment.next_recovery_at is not None and not step_now:
                 wait = max(0.0, (payment.next_recovery_at - self.clock()).total_seconds())
+            step_now = False
             if loop.time() + wait >= deadline:
                 await self._hand_over(payment_id)
                 return payment
@@ -506,12 +512,15 @@ class PaymentService:
                 assert again is not None
                 return again
 
+    def _hold(self) -> datetime:
+        """Until when the recovery worker leaves alone a payment this request is working on."""
+        return self.clock() + timedelta(seconds=self.sync_budget + HANDOVER_MARGIN)
+
     async def _hand_over(self, payment_id: str) -> None:
-        """The budget ran out: the worker takes over now."""
+        """The budget ran out: the worker takes over now. A worker's lease (longer than any
+        request's hold) is left as it is, so a working worker is not joined by a second one."""
         async with self.db.transaction() as session:
-            await PaymentRepository(session, self.clock).schedule(
-                payment_id, self.clock(), bump_attempts=False
-            )
+            await PaymentRepository(session, self.clock).hand_over(payment_id, held_until=self._hold())
 
     # cancel ------------------------------------------------------------------------------
 
@@ -544,8 +553,13 @@ class PaymentService:
                 )
             if await repo.refunds_processing(payment.id):
                 raise Conflict("refund_in_progress")
+            step_now = False
             if not payment.reversal_requested:
-                await repo.request_reversal(payment.id, ("processing", "succeeded"), by=REVERSAL_BY_TERMINAL)
+                # held for this request: a worker picking it up in between would make the
+                # request wait the worker's lease out and answer "not yet" for no reason
+                step_now = await repo.request_reversal(
+                    payment.id, ("processing", "succeeded"), by=REVERSAL_BY_TERMINAL, hold_until=self._hold()
+                )
             await IdempotencyService.attach(session, claim, "payment", payment.id)
             await audit.append(
                 session,
@@ -557,7 +571,7 @@ class PaymentService:
                 object_id=payment.id,
                 data={"status": payment.status},
             )
-        return await self._drive(payment.id, deadline, actor=caller.actor)
+        return await self._drive(payment.id, deadline, actor=caller.actor, step_now=step_now)
 
     # refund ------------------------------------------------------------------------------
 
@@ -590,7 +604,7 @@ class PaymentService:
                 currency=payment.currency,
                 reason=reason,
                 status="processing",
-                next_recovery_at=self.clock() + timedelta(seconds=self.sync_budget + HANDOVER_MARGIN),
+                next_recovery_at=self._hold(),
             )
             refund.provider_reference = refund.id
             session.add(refund)

@@ -65,8 +65,13 @@ class PaymentRepository:
         result = await self.session.execute(stmt)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def request_reversal(self, payment_id: str, from_statuses: Iterable[str], *, by: int) -> bool:
-        """From now on no success may land on this payment; only its reversal finishes it."""
+    async def request_reversal(
+        self, payment_id: str, from_statuses: Iterable[str], *, by: int, hold_until: datetime | None = None
+    ) -> bool:
+        """From now on no success may land on this payment; only its reversal finishes it.
+
+        ``hold_until`` keeps the recovery worker away while the request that asked for the
+        reversal is still driving it itself; without it the worker may take it at once."""
         result = await self.session.execute(
             update(Payment)
             .where(
@@ -75,10 +80,25 @@ class PaymentRepository:
                 Payment.reversal_requested == 0,
             )
             .values(
-                reversal_requested=by, next_recovery_at=self.now(), recovery_attempts=0, updated_at=self.now()
+                reversal_requested=by,
+                next_recovery_at=hold_until or self.now(),
+                recovery_attempts=0,
+                updated_at=self.now(),
             )
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def hand_over(self, payment_id: str, *, held_until: datetime) -> None:
+        """Make the payment due now, unless something holds it past ``held_until`` (a worker's
+        lease): then that holder is still working on it."""
+        await self.session.execute(
+            update(Payment)
+            .where(
+                Payment.id == payment_id,
+                or_(Payment.next_recovery_at.is_(None), Payment.next_recovery_at <= held_until),
+            )
+            .values(next_recovery_at=self.now())
+        )
 
     async def schedule(self, payment_id: str, at: datetime, *, bump_attempts: bool = True) -> None:
         values: dict[str, Any] = {"next_recovery_at": at}

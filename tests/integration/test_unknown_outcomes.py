@@ -7,6 +7,7 @@ sandbox's (docs/test-values.md).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -85,6 +86,26 @@ async def test_cancel_of_a_processing_payment_ends_canceled(harness: Harness) ->
         final = await harness.wait_settled(client, result.body["id"])
     assert final["status"] == "canceled"
     assert await harness.balance("31000001") == 100_000
+
+
+async def test_a_cancel_in_progress_is_not_taken_over_by_the_recovery_worker(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The cancel holds its payment while it drives the reversal. A worker pass in between used
+    to lease it, so the request waited out the lease and answered "succeeded" to a cancel the
+    provider was about to confirm (a flaky CI run found this)."""
+    async with start_harness(database_url=database_url, data_dir=tmp_path, run_workers=False) as h:
+        worker = h.services.recovery
+        async with h.client() as client:
+            paid = (await client.create_payment(**h.payment(amount=820))).body
+            assert paid["status"] == "succeeded"
+            await h.fault(operation="reverse", action="delay", delay_ms=600)
+            cancel = asyncio.create_task(client.cancel_payment(paid["id"]))
+            await asyncio.sleep(0.2)  # the reversal is requested and on its way to the provider
+            assert await worker.run_once() == 0  # the worker leaves it to the request
+            canceled = await cancel
+        assert canceled.status_code == 200 and canceled.body["status"] == "canceled"
+        assert (await _kinds(h)).count("ecard.reverse") == 1
 
 
 async def test_connection_refused_fails_without_charging(tmp_path: Path) -> None:
