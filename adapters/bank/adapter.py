@@ -11,8 +11,8 @@ References. The bank keys an order by ``orderId`` (8-32 ``[0-9A-Za-z]``) *and* a
 the gateway's reference (``order_id_for`` / ``txn_time_for``): a retry, a query and a cancel of the
 same reference always name the same order. ``reqReserved`` carries the gateway reference itself,
 so notifications map back to it. Voids and refunds get their own derived order ids
-(``V`` for the void of a payment, ``R`` for a refund reference, ``F`` / ``B<bit>`` for the
-refunds a cancel makes, ``P`` for the payment).
+(``V`` for the void of a payment, ``R`` for a refund reference, ``F`` for the full refund a
+cancel makes, ``P`` for the payment).
 
 Mapping table (verified answers only; any unsigned, wrongly signed, untrusted-certificate or
 mismatched answer, an HTTP status other than 200, a timeout or a transport error is UNKNOWN):
@@ -27,15 +27,15 @@ pay         10 / 11 / 13 / 40 / 63 / 64 / any other code                FAILED, 
 pay         31 (unknown merId: unsigned by the bank's design)           UNKNOWN
 query       34                                                          NOT_FOUND
 query       00, origTxnType 31 (our cancel's block on the orderId)      REVERSED
-query       00, origRespCode 00, and the cancel's void, full refund or  REVERSED
-            remainder refunds completed
+query       00, origRespCode 00, and the cancel's void or full refund   REVERSED
+            completed
 query       00, origRespCode 00 otherwise                               SUCCEEDED
 query       00, origRespCode 03 / 04 / 05                               UNKNOWN (retryable)
 query       00, origRespCode any other code                             FAILED, code = it
 query       any other respCode                                          UNKNOWN
 cancel      consume succeeded: void 00 (same day)                       REVERSED
 cancel      void 35 (not same day / refunded): full refund 00           REVERSED
-cancel      full refund 36 (partly refunded): remainder refunds         REVERSED
+cancel      full refund 36 (partly refunded): nothing more is sent      UNKNOWN (not retryable)
 cancel      no such order (34): blocking void on the orderId -> 35      REVERSED (blocked)
 cancel      consume failed (origRespCode a failure)                     FAILED (nothing moved)
 cancel      consume 03 / 04 / 05, or anything unverified                UNKNOWN (retryable)
@@ -51,11 +51,10 @@ check       a verified other code                                       FAILED, 
 Cancel. UnionPay-style banks have no "close": a same-day void (消费撤销) gives the whole amount
 back; after that day, or once anything was refunded, the void is refused (``35``) and the cancel
 refunds in full (退货). If partial refunds already exist the bank refuses a full refund (``36``)
-without saying what remains, so the cancel refunds the remainder in binary steps: for each bit
-from the highest of the amount down to 1 fen it asks for a refund of ``2**bit``; a step that fits
-the remainder succeeds, one that does not is refused with ``36`` and moves nothing. Each step has
-its own derived order id, so a repeated cancel replays the same answers and never gives back more
-than was paid. When the 1-fen step has a final answer nothing remains. For a reference the bank
+without saying what remains. The gateway never asks for that: it cancels a partly refunded
+payment by refunding exactly the rest (``refund``), since it knows what was refunded. A ``36``
+here means refunds made outside the gateway, so the cancel stops with UNKNOWN (not retryable)
+for an operator rather than guess at the remainder. For a reference the bank
 never saw, the cancel records a void under the payment's own ``orderId`` (refused with ``35`` and
 recorded), so a late-arriving consume with that ``orderId`` is refused (``12``) for good.
 """
@@ -168,9 +167,9 @@ def order_id_for(kind: str, key: str) -> str:
     """The bank ``orderId`` for (``kind``, ``key``): ``CP`` + kind + hex, 32 ``[0-9A-Za-z]``.
 
     ``kind`` is ``P`` (payment, key = the gateway reference), ``V`` (the void of a payment),
-    ``R`` (a refund, key = its refund reference), ``F`` (a cancel's full refund), ``B<n>`` (a
-    cancel's remainder refund of ``2**n`` fen), ``K`` (check). Deterministic, so every retry
-    names the same order; a 120-bit hash, so different keys never meet."""
+    ``R`` (a refund, key = its refund reference), ``F`` (a cancel's full refund), ``K`` (check).
+    Deterministic, so every retry names the same order; a 120-bit hash, so different keys
+    never meet."""
     prefix = "CP" + kind
     digest = hashlib.sha256(f"{kind}\x00{key}".encode()).hexdigest()
     return prefix + digest[: 32 - len(prefix)]
@@ -446,12 +445,9 @@ class BankAdapter(BaseAdapter):
 
     async def _cancel_completed(self, reference: str, amount: int | None) -> bool | ProviderResult:
         """Whether a cancel of this (successful) payment has given everything back: its void
-        succeeded, or its full refund did, or its remainder refunds ran down to the 1-fen step.
-        The cancel takes these steps in this order, so an absent step ends the search."""
-        # void, then full refund, then the last (1-fen) remainder step, which also counts as done
-        # when the bank refuses it as larger than what is left.
-        steps = (("V", (SUCCESS,)), ("F", (SUCCESS,)), ("B0", (SUCCESS, AMOUNT_MISMATCH)))
-        for kind, done in steps:
+        succeeded, or its full refund did. The cancel takes these steps in this order, so an
+        absent step ends the search."""
+        for kind in ("V", "F"):
             step = await self._query_order(order_id_for(kind, reference))
             if isinstance(step, ProviderResult):
                 return step
@@ -460,7 +456,7 @@ class BankAdapter(BaseAdapter):
             state = _step_state(step)
             if state is None:
                 return self._unknown_query(step)
-            if state in done:
+            if state == SUCCESS:
                 return True
         return False
 
@@ -515,22 +511,14 @@ class BankAdapter(BaseAdapter):
                 provider_txn_id=full.fields.get("queryId"),
                 raw=_scrub(full.fields),
             )
-        if full.code != AMOUNT_MISMATCH:
-            # 35 here: voided by an order that is not ours, or no longer a consume -- not proven
-            return _unknown_step(full)
-        # 3. partly refunded: give back the unknown remainder in binary steps
-        returned = 0
-        for bit in range(amount.bit_length() - 1, -1, -1):
-            step = await self._send_reversal(
-                TXN_REFUND, order_id_for(f"B{bit}", reference), query_id, 1 << bit, reference
+        if full.code == AMOUNT_MISMATCH:
+            # partly refunded by someone other than the gateway (which refunds the rest itself):
+            # what remains is not known here, and guessing at it could give back too much
+            return ProviderResult(
+                Outcome.UNKNOWN, code="PARTLY_REFUNDED", raw=_scrub(full.fields), retryable=False
             )
-            if isinstance(step, ProviderResult):
-                return step
-            if step.code == SUCCESS:
-                returned += 1 << bit
-            elif step.code != AMOUNT_MISMATCH:
-                return _unknown_step(step)
-        return ProviderResult(Outcome.REVERSED, code="REFUNDED_REMAINDER", amount=returned)
+        # 35 here: voided by an order that is not ours, or no longer a consume -- not proven
+        return _unknown_step(full)
 
     async def _block(self, reference: str) -> ProviderResult:
         """The bank never saw the payment: record a void under its orderId, which the bank refuses

@@ -28,11 +28,16 @@ from gateway.store.payments import PaymentRepository
 from gateway.tenancy.providers import ProviderSettings
 from gateway.webhooks.outbox import emit
 
-__all__ = ["REVERSAL_BY_RECOVERY", "REVERSAL_BY_TERMINAL", "Resolver"]
+__all__ = ["REVERSAL_BY_RECOVERY", "REVERSAL_BY_TERMINAL", "Resolver", "cancel_refund_reference"]
 
 log = logging.getLogger(__name__)
 REVERSAL_BY_RECOVERY = 1  # the outcome stayed unknown past the deadline
 REVERSAL_BY_TERMINAL = 2  # the terminal asked to cancel
+
+
+def cancel_refund_reference(provider_reference: str) -> str:
+    """The refund reference of a cancel that refunds a partly refunded payment's remainder."""
+    return f"{provider_reference}-cancel"
 
 
 def _event_data(p: Payment) -> dict[str, Any]:
@@ -213,11 +218,45 @@ class Resolver:
                 )
             payment.reversal_requested = REVERSAL_BY_RECOVERY
         assert payment.provider_reference is not None
+        if payment.status == "succeeded" and payment.refunded_amount > 0:
+            await self._refund_rest(adapter, payment, actor=actor)
+            return
         result = await self._safe(adapter.cancel, payment.provider_reference)
         if result.outcome in (Outcome.REVERSED, Outcome.FAILED):
             await self._reversed(payment, actor=actor, provider_code=result.code)
         else:
             await self._reschedule(payment)
+
+    async def _refund_rest(self, adapter: Adapter, payment: Payment, *, actor: str) -> None:
+        """Cancel a partly refunded payment: refund exactly what is left. The gateway knows that
+        amount; a provider's reversal may not (a UnionPay-style void is refused once anything
+        was refunded, and its full refund is refused without saying what remains). No refund
+        can start meanwhile (``reversal_requested``), so the amount is stable across retries,
+        and the reference is derived, so a retry can never give back twice."""
+        assert payment.provider_reference is not None
+        rest = payment.amount - payment.refunded_amount
+        if rest <= 0:  # refunds already gave everything back
+            await self._reversed(payment, actor=actor, provider_code="REFUNDED")
+            return
+        request = RefundRequest(
+            reference=payment.provider_reference,
+            refund_reference=cancel_refund_reference(payment.provider_reference),
+            amount=rest,
+            reason="cancel",
+        )
+        result = await self._safe(adapter.refund, request)
+        if result.outcome is Outcome.SUCCEEDED:
+            await self._reversed(payment, actor=actor, provider_code=result.code or "REFUNDED_REST")
+            return
+        if result.outcome is Outcome.FAILED:
+            # a refusal is not "nothing moved": the payment stands, retried with backoff and logged
+            log.error(
+                "payment %s: the cancel's refund of the remaining %d fen was refused (%s); will retry",
+                payment.id,
+                rest,
+                result.code,
+            )
+        await self._reschedule(payment)
 
     async def _reschedule(self, payment: Payment) -> None:
         async with self.db.transaction() as session:
@@ -226,9 +265,9 @@ class Resolver:
             )
 
     @staticmethod
-    async def _safe(call: Callable[[str], Any], reference: str) -> ProviderResult:
+    async def _safe(call: Callable[[Any], Any], argument: Any) -> ProviderResult:
         try:
-            result: ProviderResult = await call(reference)
+            result: ProviderResult = await call(argument)
             return result
         except Exception as exc:  # a query or reversal that could not be sent is simply retried later
             log.warning("provider call failed: %s", type(exc).__name__)

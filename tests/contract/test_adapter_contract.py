@@ -37,9 +37,23 @@ async def test_pay_query_refund_cancel(name: str) -> None:
             reference=request.reference, refund_reference="rf_" + secrets.token_hex(6), amount=800
         )
         assert (await case.adapter.refund(too_much)).outcome is Outcome.FAILED
-        canceled = await case.adapter.cancel(request.reference)
+        # how the gateway cancels a partly refunded payment: it refunds exactly the rest
+        rest = RefundRequest(
+            reference=request.reference, refund_reference=request.reference + "-cancel", amount=700
+        )
+        assert (await case.adapter.refund(rest)).outcome is Outcome.SUCCEEDED
+        assert (await case.adapter.refund(rest)).outcome is Outcome.SUCCEEDED
+        one_more = RefundRequest(
+            reference=request.reference, refund_reference="rf_" + secrets.token_hex(6), amount=1
+        )
+        assert (await case.adapter.refund(one_more)).outcome is Outcome.FAILED
+        # an untouched payment is reversed by cancel, and stays reversed
+        other = case.pay(600)
+        assert (await case.adapter.pay(other)).outcome is Outcome.SUCCEEDED
+        canceled = await case.adapter.cancel(other.reference)
         assert canceled.outcome is Outcome.REVERSED
-        assert (await case.adapter.query(request.reference)).outcome is Outcome.REVERSED
+        assert (await case.adapter.query(other.reference)).outcome is Outcome.REVERSED
+        assert (await case.adapter.cancel(other.reference)).outcome is Outcome.REVERSED
         assert (await case.adapter.check()).outcome is Outcome.SUCCEEDED
 
 

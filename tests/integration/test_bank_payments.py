@@ -70,10 +70,16 @@ async def test_co_branded_card_pays_refunds_and_cancels_through_the_bank(harness
         assert paid.body["student"] == student
         refund = await client.refund_payment(paid.body["id"], amount=300)
         assert refund.body["status"] == "succeeded"
+        # partly refunded: the void is refused, so the cancel refunds exactly the rest, once
         canceled = await client.cancel_payment(paid.body["id"])
         assert canceled.body["status"] == "canceled" and canceled.body["refunded_amount"] == 2300
+        again = await client.cancel_payment(paid.body["id"])
+        assert again.body["status"] == "canceled"
     debits = await _bank_events(harness, "bank.debit")
     assert [d["amount"] if "amount" in d else d.get("txnAmt") for d in debits] in ([2300], ["2300"])
+    refunds = await _bank_events(harness, "bank.refund")
+    assert [int(str(r["amount"])) for r in refunds] == [300, 2000]
+    assert await _bank_events(harness, "bank.void") == []
     assert await harness.debits() == []  # the e-card account was not touched
 
 

@@ -108,6 +108,33 @@ async def test_a_cancel_in_progress_is_not_taken_over_by_the_recovery_worker(
         assert (await _kinds(h)).count("ecard.reverse") == 1
 
 
+async def test_a_cancel_refunding_the_rest_gives_it_back_once_when_the_answer_is_lost(
+    harness: Harness,
+) -> None:
+    """A partly refunded payment is cancelled by refunding exactly the rest. The provider applies
+    that refund but its answer is lost twice; the retries carry the same refund reference, so
+    the rest goes back once."""
+    async with harness.client() as client:
+        paid = (await client.create_payment(**harness.payment(amount=900))).body
+        await client.refund_payment(paid["id"], amount=200)
+        await harness.fault(operation="refund", action="error_500_after_apply")
+        await harness.fault(operation="refund", action="drop_after_apply")
+        canceled = await client.cancel_payment(paid["id"])
+        assert canceled.status_code in (200, 202)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while (payment := await client.get_payment(paid["id"]))["status"] != "canceled":
+            assert loop.time() < deadline, payment
+            await asyncio.sleep(0.1)
+        faults = (await harness.sandbox.get("/_control/faults")).json()
+    assert faults in ([], {"faults": []}, {"rules": []}), faults  # both answers were lost
+    assert payment["refunded_amount"] == 900
+    refunds = [e for e in await harness.events("ecard.refund")]
+    assert [r["amount"] for r in refunds] == [200, 700]
+    assert "ecard.reverse" not in await _kinds(harness)
+    assert await harness.balance("31000001") == 100_000
+
+
 async def test_connection_refused_fails_without_charging(tmp_path: Path) -> None:
     # Real sockets: sandbox.test does not resolve, so no request byte can reach a provider.
     async with (
