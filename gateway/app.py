@@ -22,6 +22,7 @@ from gateway.api import admin, consent, health, notify, offline, payments, routi
 from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
 from gateway.auth.devices import DeviceAuthenticator
 from gateway.auth.nonces import NonceStore, RedisNonceStore, SqlNonceStore
+from gateway.auth.ratelimit import DeviceRateLimiter
 from gateway.auth.tokens import TokenAuthenticator, new_token
 from gateway.cards.status import CardStatusService
 from gateway.errors import CODES
@@ -228,6 +229,7 @@ async def build_services(
             public_base_url=settings.public_base_url,
             max_skew=settings.signature_max_skew_seconds,
         ),
+        rate_limiter=DeviceRateLimiter(settings.device_rate_limit, redis=redis, prefix=settings.redis_prefix),
         tokens=TokenAuthenticator(db),
         idempotency=idempotency,
         tenancy=tenancy,

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from adapters.registry import AdapterRegistry
 from gateway.auth.devices import DeviceAuthenticator
 from gateway.auth.nonces import NonceStore
+from gateway.auth.ratelimit import DeviceRateLimiter
 from gateway.auth.tokens import TokenAuthenticator
 from gateway.cards.status import CardStatusService
 from gateway.idempotency.service import IdempotencyService
@@ -40,6 +41,7 @@ class Services:
     registry: AdapterRegistry
     nonces: NonceStore
     devices: DeviceAuthenticator
+    rate_limiter: DeviceRateLimiter
     tokens: TokenAuthenticator
     idempotency: IdempotencyService
     tenancy: TenancyService

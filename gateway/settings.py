@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from limits import parse as parse_rate
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     recovery_interval_seconds: float = Field(default=2.0, gt=0)
     recovery_max_backoff_seconds: float = Field(default=30.0, gt=0)
     provider_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Requests per device, in the `limits` notation ("600/minute"); "off" turns limiting off.
+    # Shared across processes through Redis when redis_url is set (docs/operations.md).
+    device_rate_limit: str | None = "600/minute"
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
@@ -69,6 +73,19 @@ class Settings(BaseSettings):
         v = v.rstrip("/")
         if not v.startswith(("http://", "https://")):
             raise ValueError("public_base_url must start with http:// or https://")
+        return v
+
+    @field_validator("device_rate_limit")
+    @classmethod
+    def _rate_parses(cls, v: str | None) -> str | None:
+        if v is None or v.strip().lower() in ("", "off", "none"):
+            return None
+        try:
+            item = parse_rate(v)
+        except ValueError as exc:
+            raise ValueError(f"device_rate_limit {v!r} is not a rate like '600/minute'") from exc
+        if item.amount < 1:
+            raise ValueError("device_rate_limit must allow at least one request")
         return v
 
     @field_validator("master_key")

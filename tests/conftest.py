@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    """The Redis URL; the keys this test's prefix made are deleted afterwards."""
+    """The shared Redis server's URL (skips, or fails under CI, when it is not running). Keys go
+    under ``redis_prefix``; nothing else on the server is touched."""
     from redis.asyncio import Redis
 
     client = Redis.from_url(REDIS_URL)
@@ -67,6 +69,21 @@ async def redis_url() -> AsyncIterator[str]:
         _unavailable("Redis", exc)
     yield REDIS_URL
     await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key prefix of this test alone; every key under it is deleted afterwards, pass or fail."""
+    from redis.asyncio import Redis
+
+    prefix = f"campuspay-test-{uuid.uuid4().hex[:16]}:"
+    yield prefix
+    client = Redis.from_url(redis_url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(key)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -44,6 +44,7 @@ async def authenticate_device(request: Request, services: ServicesDep) -> Caller
         body=body,
         now=services.clock(),
     )
+    await services.rate_limiter.check(identity.device_id)  # before idempotency: a 429 stores nothing
     return Caller(device_id=identity.device_id, school_id=identity.school_id)
 
 

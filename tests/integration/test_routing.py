@@ -255,21 +255,15 @@ async def test_breaker_opens_half_opens_and_closes(h: Harness) -> None:
 
 
 @pytest.mark.redis
-async def test_breaker_in_redis_opens_half_opens_and_closes(tmp_path: Path, redis_url: str) -> None:
-    prefix = f"campuspay-test-{tmp_path.name}:"
-    async with routed_harness(
-        f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", tmp_path, redis_url=redis_url, redis_prefix=prefix
-    ) as h:
-        redis = h.services.redis
-        assert redis is not None
-        try:
-            await _breaker_cycle(h)
-            async with h.services.db.transaction() as session:  # the state lived in Redis, not here
-                rows = (await session.execute(select(CircuitBreaker))).scalars().all()
-            assert rows == []
-        finally:
-            async for key in redis.scan_iter(match=f"{prefix}*"):
-                await redis.delete(key)
+async def test_breaker_in_redis_opens_half_opens_and_closes(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    async with routed_harness(db, tmp_path, redis_url=redis_url, redis_prefix=redis_prefix) as h:
+        await _breaker_cycle(h)
+        async with h.services.db.transaction() as session:  # the state lived in Redis, not here
+            rows = (await session.execute(select(CircuitBreaker))).scalars().all()
+        assert rows == []
 
 
 async def _breaker_cycle(h: Harness) -> None:
