@@ -1,4 +1,4 @@
-"""The ``campuspay`` command: serve, sandbox, openapi, keys."""
+"""The ``campuspay`` command: serve, sandbox, demo, openapi, keys."""
 
 from __future__ import annotations
 
@@ -83,6 +83,91 @@ def sandbox(
     from sandbox import create_sandbox_app
 
     uvicorn.run(create_sandbox_app(), host=host, port=port)
+
+
+@app.command()
+def demo(
+    demo_file: Annotated[Path, typer.Option(help="demo.json written by `campuspay serve --demo`")] = Path(
+        ".campuspay/demo.json"
+    ),
+    payments: Annotated[int, typer.Option(min=1, max=100_000, help="How many payments")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Payments in flight at once")] = 8,
+    face_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of the queue paying by face")
+    ] = 0.3,
+    seed: Annotated[int | None, typer.Option(help="Seed for the queue, to repeat a run")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON")] = None,
+) -> None:
+    """A simulated lunch rush against a running gateway: face and card payments from the demo's
+    tills, with a progress bar and a summary table."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from gateway.rush import RushSummary, load_demo, run_rush
+
+    console = Console()
+    try:
+        base_url = load_demo(demo_file)["base_url"]
+        httpx.get(f"{base_url}/healthz", timeout=5).raise_for_status()
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    except httpx.HTTPError as exc:
+        why = type(exc).__name__
+        console.print(f"[red]the gateway at {base_url} does not answer ({why}): is it running?[/red]")
+        raise typer.Exit(2) from exc
+
+    with Progress(
+        TextColumn("lunch rush"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[failed]} declined, {task.fields[errors]} errors"),
+        console=console,
+    ) as progress:
+        task = progress.add_task("rush", total=payments, failed=0, errors=0)
+        counts = {"failed": 0, "errors": 0}
+
+        def done(method: str, outcome: str) -> None:
+            if outcome.startswith("failed"):
+                counts["failed"] += 1
+            elif outcome.startswith("error"):
+                counts["errors"] += 1
+            progress.update(task, advance=1, failed=counts["failed"], errors=counts["errors"])
+
+        summary: RushSummary = asyncio.run(
+            run_rush(
+                demo_file,
+                payments=payments,
+                concurrency=concurrency,
+                face_share=face_share,
+                seed=seed,
+                on_done=done,
+            )
+        )
+    figures = summary.to_json()
+    table = Table(title=f"{payments} payments, {concurrency} at a time, in {figures['elapsed_seconds']} s")
+    for column in ("method", "outcome", "count"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for row in figures["outcomes"]:
+        table.add_row(row["method"], row["outcome"], str(row["count"]))
+    console.print(table)
+    latency = Table(title=f"{figures['payments_per_second']} payments/s; latency per payment (ms)")
+    for column in ("method", "p50", "p95", "p99", "max"):
+        latency.add_column(column, justify="left" if column == "method" else "right")
+    for method, values in figures["latency_ms"].items():
+        if values:
+            latency.add_row(method, *(str(values[k]) for k in ("p50", "p95", "p99", "max")))
+    console.print(latency)
+    if json_out is not None:
+        json_out.write_text(json.dumps(figures, indent=2) + "\n")
+        console.print(f"wrote {json_out}")
+    if summary.errors:
+        console.print(f"[red]{summary.errors} payments could not be completed[/red]")
+        raise typer.Exit(1)
 
 
 @app.command()
