@@ -70,31 +70,26 @@ async def upload_batch(request: Request, caller: DeviceDep, services: ServicesDe
     except ValidationError as exc:
         return validation_problem(exc.errors(), getattr(request.state, "request_id", None))
     records: list[OfflineInput] = []
-    invalid: list[dict[str, Any]] = []
+    # each position of the batch: the index of its valid record, or its ready rejection
+    slots: list[int | dict[str, Any]] = []
     for raw in batch.records:
         try:
             r = OfflineRecordIn.model_validate(raw)
+            errors = [] if r.occurred_at.tzinfo is not None else [("occurred_at", "needs a time zone")]
         except ValidationError as exc:
-            seq = raw.get("terminal_seq") if isinstance(raw.get("terminal_seq"), int) else None
-            invalid.append(
+            r, errors = None, [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        if r is None or errors:
+            seq = raw.get("terminal_seq")
+            slots.append(
                 {
-                    "terminal_seq": seq,
+                    "terminal_seq": seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
                     "status": "rejected",
                     "reason": "invalid_record",
-                    "errors": [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()],
+                    "errors": [{"loc": loc.split("."), "msg": msg} for loc, msg in errors],
                 }
             )
             continue
-        if r.occurred_at.tzinfo is None:
-            invalid.append(
-                {
-                    "terminal_seq": r.terminal_seq,
-                    "status": "rejected",
-                    "reason": "invalid_record",
-                    "errors": [{"loc": ["occurred_at"], "msg": "needs a time zone"}],
-                }
-            )
-            continue
+        slots.append(len(records))
         records.append(
             OfflineInput(
                 r.terminal_seq,
@@ -109,8 +104,15 @@ async def upload_batch(request: Request, caller: DeviceDep, services: ServicesDe
 
     async def execute(claim: Claim) -> tuple[int, dict[str, Any]]:
         result = await services.offline.upload(caller.school_id, caller.device_id, records, claim)
-        result["results"] += invalid
-        result["counts"]["rejected"] = result["counts"].get("rejected", 0) + len(invalid)
+        answered = result["results"]
+        # answered in the batch's own order; ``index`` is each record's position in it
+        result["results"] = [
+            {"index": i, **(answered[slot] if isinstance(slot, int) else slot)}
+            for i, slot in enumerate(slots)
+        ]
+        invalid = sum(1 for slot in slots if not isinstance(slot, int))
+        if invalid:
+            result["counts"]["rejected"] = result["counts"].get("rejected", 0) + invalid
         return 200, result
 
     return await run_idempotent(request, services, caller, execute)

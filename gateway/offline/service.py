@@ -14,10 +14,11 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from adapters.ecard.types import OfflineRecord as EcardOfflineRecord
 from gateway.errors import BadGateway
@@ -48,6 +49,26 @@ class OfflineInput:
     occurred_at: datetime
 
 
+def _same_sale(record: OfflineInput, digest: str, other: Any, other_digest: str | None = None) -> bool:
+    """Whether two uploads under one sequence number describe the same sale."""
+    theirs = other_digest if other_digest is not None else other.card_hash
+    occurred = other.occurred_at
+    if occurred.tzinfo is None:  # read back from SQLite: stored as UTC
+        occurred = occurred.replace(tzinfo=UTC)
+    return (
+        record.merchant_order_id == other.merchant_order_id
+        and record.amount == other.amount
+        and record.currency == other.currency
+        and record.store_id == other.store_id
+        and digest == theirs
+        and record.occurred_at == occurred
+    )
+
+
+def _held(seq: int, reason: str) -> dict[str, Any]:
+    return {"terminal_seq": seq, "status": "held_for_review", "reason": reason}
+
+
 def _reference(device_id: str, seq: int) -> str:
     return f"off-{device_id}-{seq}"  # stable: the same record always carries the same order_ref
 
@@ -63,17 +84,19 @@ class OfflineService:
     ) -> dict[str, Any]:
         now = self.clock()
         results: list[dict[str, Any]] = [{} for _ in records]  # answered record by record, in order
+        digests = [card_fingerprint(self.keyring, school_id, r.card_no) for r in records]
         async with self.db.transaction() as session:
             seqs = [r.terminal_seq for r in records]
-            seen = set(
-                (
+            prior = {
+                row.terminal_seq: row
+                for row in (
                     await session.execute(
-                        select(OfflineRecord.terminal_seq).where(
+                        select(OfflineRecord).where(
                             OfflineRecord.device_id == device_id, OfflineRecord.terminal_seq.in_(seqs)
                         )
                     )
                 ).scalars()
-            )
+            }
             stores = {
                 s.id: s
                 for s in (await session.execute(select(Store).where(Store.school_id == school_id))).scalars()
@@ -85,23 +108,64 @@ class OfflineService:
                 .limit(1)
             )
             cards: dict[str, Card | None] = {}
-            for record in records:
-                digest = card_fingerprint(self.keyring, school_id, record.card_no)
+            for digest in digests:
                 if digest not in cards:
                     cards[digest] = (
                         await session.execute(
                             select(Card).where(Card.school_id == school_id, Card.card_hash == digest)
                         )
                     ).scalar_one_or_none()
-        batch_seen: set[int] = set()
+            # an order id already taken on this device: by a live payment, or by a record held
+            # for review (its money may still be posted after the review)
+            orders = {r.merchant_order_id for r in records}
+            taken_orders = set(
+                (
+                    await session.execute(
+                        select(Payment.merchant_order_id).where(
+                            Payment.device_id == device_id,
+                            Payment.merchant_order_id.in_(orders),
+                            Payment.status != "failed",
+                        )
+                    )
+                ).scalars()
+            ) | set(
+                (
+                    await session.execute(
+                        select(OfflineRecord.merchant_order_id).where(
+                            OfflineRecord.device_id == device_id,
+                            OfflineRecord.merchant_order_id.in_(orders),
+                            OfflineRecord.status == "held_for_review",
+                        )
+                    )
+                ).scalars()
+            )
+        funding = {c.funding_adapter for c in cards.values() if c is not None}
+        offline_adapters = {name: await self._offline_adapter(school_id, name) for name in funding}
+        in_batch: dict[int, tuple[OfflineInput, str]] = {}
         to_send: list[tuple[int, OfflineInput, Card]] = []
         for index, record in enumerate(records):
-            seq = record.terminal_seq
-            if seq in seen or seq in batch_seen:
-                results[index] = {"terminal_seq": seq, "status": "duplicate"}
+            seq, digest = record.terminal_seq, digests[index]
+            earlier = prior.get(seq)
+            if earlier is not None and earlier.status != "rejected":
+                # taken before: the same sale again, or a sequence number used for another sale
+                if _same_sale(record, digest, earlier):
+                    results[index] = {"terminal_seq": seq, "status": "duplicate"}
+                    if earlier.payment_id:
+                        results[index]["payment_id"] = earlier.payment_id
+                else:
+                    results[index] = {"terminal_seq": seq, "status": "rejected", "reason": "sequence_reused"}
                 continue
-            batch_seen.add(seq)
-            card = cards[card_fingerprint(self.keyring, school_id, record.card_no)]
+            if seq in in_batch:
+                sale, sale_digest = in_batch[seq]
+                same = _same_sale(record, digest, sale, sale_digest)
+                results[index] = (
+                    {"terminal_seq": seq, "status": "duplicate"}
+                    if same
+                    else {"terminal_seq": seq, "status": "rejected", "reason": "sequence_reused"}
+                )
+                continue
+            in_batch[seq] = (record, digest)
+            card = cards[digest]
             reason = None
             if record.currency != "CNY" or record.amount <= 0:
                 reason = "invalid_amount"
@@ -111,73 +175,53 @@ class OfflineService:
                 reason = "occurred_in_future"
             elif card is None:
                 reason = "card_unknown"
+            elif record.merchant_order_id in taken_orders:
+                reason = "duplicate_order"  # one order, one sale: it never moves money twice
             if reason:
                 results[index] = {"terminal_seq": seq, "status": "rejected", "reason": reason}
-            elif (
-                card is not None
-                and card.status == "lost"
-                and card.status_changed_at is not None
-                and card.status_changed_at <= record.occurred_at
-            ):
-                results[index] = {
-                    "terminal_seq": seq,
-                    "status": "held_for_review",
-                    "reason": "card_lost_before_record",
-                }
+                continue
+            assert card is not None
+            taken_orders.add(record.merchant_order_id)
+            lost = card.status == "lost" and card.status_changed_at is not None
+            if lost and card.status_changed_at is not None and card.status_changed_at <= record.occurred_at:
+                results[index] = _held(seq, "card_lost_before_record")
+            elif offline_adapters.get(card.funding_adapter) is None:
+                # e.g. a bank co-branded card: its funding source takes no offline uploads, and
+                # posting it to the e-card account would charge the wrong payer
+                results[index] = _held(seq, "funding_not_offline")
             else:
-                assert card is not None
                 to_send.append((index, record, card))
-        provider_results = {}
-        if to_send:
-            provider_results = await self._send(school_id, device_id, [(r, c) for _, r, c in to_send])
+        provider_results: dict[int, dict[str, Any]] = {}
+        for name in sorted({card.funding_adapter for _, _, card in to_send}):
+            batch = [(r, c) for _, r, c in to_send if c.funding_adapter == name]
+            provider_results.update(await self._send(offline_adapters[name], name, device_id, batch))
         async with self.db.transaction() as session:
             batch_id = new_id("ob")
             for index, record, card in to_send:
                 answer = provider_results.get(record.terminal_seq, {})
                 status = str(answer.get("status", "")).lower()
-                payment_id = None
+                seq = record.terminal_seq
                 if status in ("posted", "duplicate"):
                     payment_id = await self._record_payment(
                         session, school_id, device_id, record, card, answer, now
                     )
-                    results[index] = {
-                        "terminal_seq": record.terminal_seq,
-                        "status": "posted",
-                        "payment_id": payment_id,
-                    }
+                    if payment_id is None:
+                        # a payment for this order appeared meanwhile (an online sale, a batch
+                        # sent at the same time): the money moved, so someone must look at it
+                        results[index] = _held(seq, "order_conflict")
+                    else:
+                        results[index] = {"terminal_seq": seq, "status": "posted", "payment_id": payment_id}
                 elif status == "held_for_review":
-                    results[index] = {
-                        "terminal_seq": record.terminal_seq,
-                        "status": status,
-                        "reason": answer.get("reason") or "provider_review",
-                    }
+                    reason = answer.get("reason") or "provider_review"
+                    results[index] = {"terminal_seq": seq, "status": status, "reason": reason}
                 else:
-                    results[index] = {
-                        "terminal_seq": record.terminal_seq,
-                        "status": "rejected",
-                        "reason": str(answer.get("reason") or "provider_rejected").lower(),
-                    }
-            for record, result in zip(records, results, strict=True):
-                if result["status"] == "duplicate":
-                    continue
-                session.add(
-                    OfflineRecord(
-                        id=new_id("ofr"),
-                        school_id=school_id,
-                        device_id=device_id,
-                        batch_id=batch_id,
-                        terminal_seq=record.terminal_seq,
-                        merchant_order_id=record.merchant_order_id,
-                        amount=record.amount,
-                        currency=record.currency,
-                        card_hash=card_fingerprint(self.keyring, school_id, record.card_no),
-                        card_last4=record.card_no[-4:],
-                        store_id=record.store_id,
-                        occurred_at=record.occurred_at,
-                        status=result["status"],
-                        reason=result.get("reason"),
-                        payment_id=result.get("payment_id"),
-                    )
+                    reason = str(answer.get("reason") or "provider_rejected").lower()
+                    results[index] = {"terminal_seq": seq, "status": "rejected", "reason": reason}
+            for index, (record, result) in enumerate(zip(records, results, strict=True)):
+                if result["status"] == "duplicate" or result.get("reason") == "sequence_reused":
+                    continue  # the sale on file stays as it was
+                await self._store_record(
+                    session, school_id, device_id, batch_id, record, digests[index], result, prior
                 )
             counts: dict[str, int] = {}
             for result in results:
@@ -201,12 +245,58 @@ class OfflineService:
         gaps += [{"from": a + 1, "to": b - 1} for a, b in itertools.pairwise(unique) if b > a + 1]
         return {"batch_id": batch_id, "results": results, "counts": counts, "gaps": gaps}
 
+    async def _offline_adapter(self, school_id: str, name: str) -> Any:
+        """The school's adapter ``name`` if it takes offline uploads, else None."""
+        adapter: Any = await self.providers.adapter(school_id, name)
+        return adapter if adapter is not None and hasattr(adapter, "upload_offline") else None
+
+    async def _store_record(
+        self,
+        session: Any,
+        school_id: str,
+        device_id: str,
+        batch_id: str,
+        record: OfflineInput,
+        digest: str,
+        result: dict[str, Any],
+        prior: dict[int, OfflineRecord],
+    ) -> None:
+        """Keep the record and its answer. A record rejected before is overwritten by its
+        corrected upload, so a fixed sale is charged instead of being taken for a duplicate."""
+        values = {
+            "batch_id": batch_id,
+            "merchant_order_id": record.merchant_order_id,
+            "amount": record.amount,
+            "currency": record.currency,
+            "card_hash": digest,
+            "card_last4": record.card_no[-4:],
+            "store_id": record.store_id,
+            "occurred_at": record.occurred_at,
+            "status": result["status"],
+            "reason": result.get("reason"),
+            "payment_id": result.get("payment_id"),
+        }
+        earlier = prior.get(record.terminal_seq)
+        if earlier is not None:
+            await session.execute(
+                update(OfflineRecord)
+                .where(OfflineRecord.id == earlier.id, OfflineRecord.status == "rejected")
+                .values(**values)
+            )
+            return
+        session.add(
+            OfflineRecord(
+                id=new_id("ofr"),
+                school_id=school_id,
+                device_id=device_id,
+                terminal_seq=record.terminal_seq,
+                **values,
+            )
+        )
+
     async def _send(
-        self, school_id: str, device_id: str, items: list[tuple[OfflineInput, Card]]
+        self, adapter: Any, name: str, device_id: str, items: list[tuple[OfflineInput, Card]]
     ) -> dict[int, dict[str, Any]]:
-        adapter: Any = await self.providers.adapter(school_id, "ecard")
-        if adapter is None or not hasattr(adapter, "upload_offline"):
-            raise BadGateway("provider_check_failed", "no e-card provider to post offline records to")
         payload = [
             EcardOfflineRecord(
                 terminal_seq=r.terminal_seq,
@@ -224,10 +314,10 @@ class OfflineService:
         except Exception as exc:
             # Nothing is recorded: the terminal retries the batch (same key) and the e-card
             # system's own de-duplication keeps every record to one debit.
-            log.warning("offline upload for %s failed: %s", device_id, type(exc).__name__)
+            log.warning("offline upload for %s to %s failed: %s", device_id, name, type(exc).__name__)
             raise BadGateway(
                 "provider_check_failed",
-                "the e-card system did not confirm the upload; retry the batch with the same Idempotency-Key",
+                f"{name} did not confirm the upload; retry the batch with the same Idempotency-Key",
             ) from exc
         out: dict[int, dict[str, Any]] = {}
         for (record, _), answer in zip(items, answers, strict=True):
@@ -246,7 +336,9 @@ class OfflineService:
         card: Card,
         answer: dict[str, Any],
         now: datetime,
-    ) -> str:
+    ) -> str | None:
+        """The posted record as a succeeded payment; None when its order id is already taken by
+        a live payment (the partial unique index decides, inside a savepoint)."""
         payment = Payment(
             id=new_id("pay"),
             school_id=school_id,
@@ -256,7 +348,7 @@ class OfflineService:
             amount=record.amount,
             currency=record.currency,
             method="card",
-            adapter="ecard",
+            adapter=card.funding_adapter,
             student_id=card.student_id,
             card_last4=card.last4,
             status="succeeded",
@@ -266,8 +358,18 @@ class OfflineService:
             updated_at=now,
             description="offline",
         )
-        session.add(payment)
-        await session.flush()
+        try:
+            async with session.begin_nested():
+                session.add(payment)
+        except IntegrityError:
+            log.error(
+                "offline record %s of %s posted (txn %s) but order %r is taken: held for review",
+                record.terminal_seq,
+                device_id,
+                answer.get("txn_id"),
+                record.merchant_order_id,
+            )
+            return None
         await audit.append(
             session,
             self.keyring,

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.client import CampusPayClient, CampusPayError
+from tests.bank_helpers import CARD, bind_co_branded_card
 from tests.harness import Harness
 
 pytestmark = pytest.mark.integration
@@ -41,12 +42,13 @@ async def _upload(client: CampusPayClient, records: list[dict[str, Any]], key: s
 
 async def test_records_are_posted_once_and_answered_one_by_one(harness: Harness) -> None:
     async with harness.client() as client:
+        two = _record(harness, 2)
         records = [
             _record(harness, 1),
-            _record(harness, 2),
+            two,
             _record(harness, 4, card="99999999"),
             {"terminal_seq": 5, "amount": "lots"},
-            _record(harness, 2),
+            two,
         ]
         first = await _upload(client, records, key="b-1")
         assert first.status_code == 200, first.text
@@ -59,7 +61,7 @@ async def test_records_are_posted_once_and_answered_one_by_one(harness: Harness)
         assert {"from": 3, "to": 3} in body["gaps"]
         replay = await _upload(client, records, key="b-1")
         assert replay.headers.get("idempotent-replayed") == "true" and replay.content == first.content
-        again = await _upload(client, [_record(harness, 1), _record(harness, 2)], key="b-2")
+        again = await _upload(client, [records[0], two], key="b-2")
         assert [r["status"] for r in again.json()["results"]] == ["duplicate", "duplicate"]
         posted = [r for r in body["results"] if r["status"] == "posted"]
         payment = await client.get_payment(posted[0]["payment_id"])
@@ -119,3 +121,63 @@ async def test_batches_over_500_records_are_refused_whole(harness: Harness) -> N
             if response.status_code >= 400:
                 raise CampusPayError.from_response(response)
     assert err.value.status in (413, 422)
+
+
+async def test_one_order_is_charged_once_whatever_its_sequence_numbers(harness: Harness) -> None:
+    async with harness.client() as client:
+        online = await client.create_payment(**harness.payment(merchant_order_id="lunch-7", amount=500))
+        assert online.body["status"] == "succeeded"
+        body = (
+            await _upload(
+                client,
+                [
+                    _record(harness, 20, merchant_order_id="off-a"),
+                    _record(harness, 21, merchant_order_id="off-a"),  # the same order again
+                    _record(harness, 22, merchant_order_id="lunch-7"),  # an order paid online
+                ],
+            )
+        ).json()
+    by = [(r["index"], r["terminal_seq"], r["status"], r.get("reason")) for r in body["results"]]
+    assert by == [
+        (0, 20, "posted", None),
+        (1, 21, "rejected", "duplicate_order"),
+        (2, 22, "rejected", "duplicate_order"),
+    ]
+    assert [d["amount"] for d in await harness.debits()] == [500, 800]
+
+
+async def test_a_rejected_record_is_charged_once_corrected(harness: Harness) -> None:
+    async with harness.client() as client:
+        wrong = _record(harness, 30, store_id="sto_nowhere")
+        first = (await _upload(client, [wrong])).json()["results"]
+        assert first[0]["status"] == "rejected" and first[0]["reason"] == "store_unknown"
+        fixed = {**wrong, "store_id": harness.store_id}
+        second = (await _upload(client, [fixed])).json()["results"]
+        assert second[0]["status"] == "posted"
+        third = (await _upload(client, [fixed])).json()["results"]
+        assert third[0]["status"] == "duplicate" and third[0]["payment_id"] == second[0]["payment_id"]
+        # the sequence number now belongs to that sale: another sale under it is refused
+        other = (await _upload(client, [{**fixed, "amount": 999}])).json()["results"]
+        assert other[0]["status"] == "rejected" and other[0]["reason"] == "sequence_reused"
+    assert [d["amount"] for d in await harness.debits()] == [800]
+
+
+async def test_malformed_records_are_answered_in_their_place(harness: Harness) -> None:
+    async with harness.client() as client:
+        body = (
+            await _upload(client, [{"terminal_seq": 40, "amount": "lots"}, _record(harness, 41), {"x": 1}])
+        ).json()
+    statuses = [(r["index"], r["terminal_seq"], r["status"]) for r in body["results"]]
+    assert statuses == [(0, 40, "rejected"), (1, 41, "posted"), (2, None, "rejected")]
+    assert body["counts"] == {"posted": 1, "rejected": 2}
+
+
+async def test_a_bank_funded_card_is_held_not_posted_to_the_ecard(harness: Harness) -> None:
+    await bind_co_branded_card(harness)
+    async with harness.client() as client:
+        body = (await _upload(client, [_record(harness, 50, card=CARD)])).json()
+    assert body["results"][0]["status"] == "held_for_review"
+    assert body["results"][0]["reason"] == "funding_not_offline"
+    assert await harness.debits() == []
+    bank = await harness.sandbox.get("/_control/events", params={"provider": "bank", "kind": "bank.debit"})
+    assert bank.json()["events"] == []
