@@ -131,31 +131,55 @@ class CardStatusService:
             raise NotFound("no such card at this school")
         return card
 
+    def _on_ecard(self, card: Card) -> bool:
+        """Whether the e-card system holds this card's status. A card that pays from another
+        source (a bank co-branded card) has its status here alone: blocking it must not wait
+        for a system that does not know it."""
+        return card.funding_adapter == ADAPTER
+
     async def report_lost(self, school_id: str, card_no: str, actor: str) -> Card:
         card = await self._card(school_id, card_no)
-        adapter = await self._adapter(school_id)
-        try:
-            await adapter.report_lost(card_no)
-        except Exception as exc:
-            raise BadGateway("provider_check_failed", f"e-card loss report: {type(exc).__name__}") from exc
-        # Refused at once here too, without waiting for the next sync.
+        # Blocked here first, whatever the provider says next: refusing a found card's payments
+        # is the safe side, and must not depend on another system answering.
         await self._mark(card, "lost", actor, "card.reported_lost")
-        await self.sync(school_id)
+        if self._on_ecard(card):
+            adapter = await self._adapter(school_id)
+            try:
+                await adapter.report_lost(card_no)
+            except Exception as exc:
+                raise BadGateway(
+                    "provider_check_failed",
+                    "the card is blocked at the gateway, but the e-card system did not confirm the loss "
+                    f"report ({type(exc).__name__}); send it again so that offline terminals learn it too",
+                ) from exc
+            await self.sync(school_id)
         return await self._card(school_id, card_no)
 
     async def cancel_loss(self, school_id: str, card_no: str, actor: str) -> Card:
         card = await self._card(school_id, card_no)
-        adapter = await self._adapter(school_id)
-        try:
-            await adapter.cancel_loss(card_no)
-        except Exception as exc:
-            raise BadGateway("provider_check_failed", f"e-card cancel loss: {type(exc).__name__}") from exc
+        if self._on_ecard(card):
+            # unblocked only once the e-card system has unblocked it too
+            adapter = await self._adapter(school_id)
+            try:
+                await adapter.cancel_loss(card_no)
+            except Exception as exc:
+                why = f"e-card cancel loss: {type(exc).__name__}; the card stays blocked"
+                raise BadGateway("provider_check_failed", why) from exc
         await self._mark(card, "active", actor, "card.loss_cancelled")
-        await self.sync(school_id)
+        if self._on_ecard(card):
+            await self.sync(school_id)
         return await self._card(school_id, card_no)
 
     async def replace(self, school_id: str, old_card_no: str, new_card_no: str, actor: str) -> Card:
         old = await self._card(school_id, old_card_no)
+        if not self._on_ecard(old):
+            # the guardian's agreement names the bank card; a new card needs its own agreement
+            raise Unprocessable(
+                "funding_source_required",
+                "a card paying from a bank agreement is replaced by binding the new card to the "
+                "guardian's agreement for it (POST /v1/schools/{id}/cards with funding_source_id); "
+                "report the old card lost to block it",
+            )
         adapter = await self._adapter(school_id)
         try:
             await adapter.replace_card(old_card_no, new_card_no)

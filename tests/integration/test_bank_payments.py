@@ -48,3 +48,24 @@ async def test_a_bank_answer_signed_by_an_untrusted_certificate_is_never_a_succe
         final = await harness.wait_settled(client, result.body["id"])
     assert final["status"] == "succeeded"
     assert len(await _bank_events(harness, "bank.debit")) == 1
+
+
+async def test_a_lost_bank_funded_card_is_blocked_here_without_the_ecard(harness: Harness) -> None:
+    """The e-card system does not know a bank co-branded card: its loss is recorded by the
+    gateway alone, at once, and its payments stop (COMPLIANCE 19)."""
+    await bind_co_branded_card(harness)
+    cards = f"/v1/schools/{harness.school_id}/cards"
+    lost = await harness.admin("POST", f"{cards}/report-lost", {"card_no": CARD})
+    assert lost.status_code == 200 and lost.json()["status"] == "lost", lost.text
+    async with harness.client() as client:
+        refused = await client.create_payment(**harness.payment(amount=900, credential={"card_no": CARD}))
+        assert refused.body["failure_code"] == "card_reported_lost"
+        swap = {"old_card_no": CARD, "new_card_no": "6228480099990099"}
+        replaced = await harness.admin("POST", f"{cards}/replace", swap)
+        assert replaced.status_code == 422 and replaced.json()["code"] == "funding_source_required"
+        found = await harness.admin("POST", f"{cards}/cancel-loss", {"card_no": CARD})
+        assert found.status_code == 200 and found.json()["status"] == "active"
+        paid = await client.create_payment(**harness.payment(amount=900, credential={"card_no": CARD}))
+        assert paid.body["status"] == "succeeded" and paid.body["adapter"] == "bank"
+    debits = await _bank_events(harness, "bank.debit")
+    assert [int(str(d["amount"])) for d in debits] == [900]

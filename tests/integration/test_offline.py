@@ -181,3 +181,18 @@ async def test_a_bank_funded_card_is_held_not_posted_to_the_ecard(harness: Harne
     assert await harness.debits() == []
     bank = await harness.sandbox.get("/_control/events", params={"provider": "bank", "kind": "bank.debit"})
     assert bank.json()["events"] == []
+
+
+async def test_a_loss_report_blocks_the_card_even_when_the_ecard_does_not_answer(harness: Harness) -> None:
+    base = f"/v1/schools/{harness.school_id}/cards"
+    await harness.fault(operation="report_lost", action="error_500")
+    r = await harness.admin("POST", f"{base}/report-lost", {"card_no": "31000001"})
+    assert r.status_code == 502 and "blocked at the gateway" in r.json()["detail"]
+    async with harness.client() as client:
+        refused = await client.create_payment(**harness.payment())
+        assert refused.body["failure_code"] == "card_reported_lost"
+        assert await harness.debits() == []
+        again = await harness.admin("POST", f"{base}/report-lost", {"card_no": "31000001"})  # now it answers
+        assert again.status_code == 200 and again.json()["status"] == "lost"
+        blacklist = await client.request("GET", "/v1/cards/blacklist", params={"since_version": 0})
+    assert any(c["card_no"] == "31000001" and c["status"] == "lost" for c in blacklist.json()["changes"])
