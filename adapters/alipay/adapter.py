@@ -656,8 +656,9 @@ class AlipayAdapter(BaseAdapter):
 
     async def delete_enrollment(self, provider_user_id: str) -> ProviderResult:
         """``alipay.commerce.educate.facefeature.delete`` for ``provider_user_id`` in the
-        configured ``face_group``: ``SUCCEEDED`` once Alipay confirms, ``FAILED`` with its
-        sub_code on a verified refusal, ``UNKNOWN`` otherwise (retry).
+        configured ``face_group``: ``SUCCEEDED`` once Alipay confirms, or says verified that
+        there is no such face user (``FACE_USER_NOT_EXIST``); ``FAILED`` with its sub_code on
+        another verified refusal, ``UNKNOWN`` otherwise (retry).
 
         The education face APIs' exact semantics are **unverified** (PROTOCOLS.md). The request
         carries ``group_id`` (a field of the official SDK's
@@ -675,6 +676,10 @@ class AlipayAdapter(BaseAdapter):
         code, sub = _str(node, "code"), _str(node, "sub_code")
         if code == SUCCESS:
             return ProviderResult(Outcome.SUCCEEDED, raw=_scrub(node))
+        if code == BUSINESS_FAILED and sub == "FACE_USER_NOT_EXIST":
+            # nothing of this user is left at the provider: what a deletion is for. Retrying a
+            # verified "no such user" would never end (e.g. after the provider purged it itself).
+            return ProviderResult(Outcome.SUCCEEDED, code=sub, raw=_scrub(node))
         if (code == BUSINESS_FAILED and sub and sub not in _SYSTEM_SUB_CODES) or code in REQUEST_REFUSED:
             return _failed(node)
         return _unknown(node)

@@ -74,7 +74,11 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response("internal_error", None, _request_id(request))
+        # Starlette answers this one outside every middleware, ResponseHeadersMiddleware
+        # included, so the headers every response carries are set here.
+        request_id = _request_id(request) or "req_" + secrets.token_hex(12)
+        headers = {"Date": formatdate(_gateway_now(request.scope), usegmt=True), "X-Request-Id": request_id}
+        return problem_response("internal_error", None, request_id, headers=headers)
 
 
 def _gateway_now(scope: Scope) -> float:

@@ -122,7 +122,18 @@ class Resolver:
             return True
 
     async def apply(self, payment: Payment, result: ProviderResult, *, actor: str) -> None:
-        """Apply the answer to a pay or a query."""
+        """Apply the answer to a pay, a query or a notification."""
+        paid = result.amount
+        if result.outcome is Outcome.SUCCEEDED and paid is not None and paid != payment.amount:
+            # Verified, but not this payment's amount: never a success. Left unknown, it is queried
+            # again and, past the deadline, reversed with the same reference.
+            log.error(
+                "payment %s: the provider reports %d fen paid, the payment is %d fen; not taken as success",
+                payment.id,
+                paid,
+                payment.amount,
+            )
+            result = ProviderResult(Outcome.UNKNOWN, code="AMOUNT_MISMATCH")
         if result.outcome is Outcome.SUCCEEDED:
             await self.finish(
                 payment.id,

@@ -322,6 +322,22 @@ async def test_date_and_request_id_on_every_response(harness: Harness) -> None:
     assert len({r.headers["x-request-id"] for r in answers}) == len(answers)  # one id per request
 
 
+async def test_an_unexpected_error_is_a_problem_with_date_and_request_id(harness: Harness) -> None:
+    """Starlette answers unhandled exceptions outside every middleware; the headers every answer
+    carries must be there too."""
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    harness.app.add_api_route("/v1/test-boom", boom)
+    transport = httpx.ASGITransport(app=harness.app, raise_app_exceptions=False)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        response = await client.get("/v1/test-boom")
+    assert_problem(response, 500, "internal_error")
+    assert_standard_headers(response, harness.clock())
+    assert "a bug" not in response.text
+
+
 async def test_body_over_64_kib_is_refused_before_anything_runs(harness: Harness) -> None:
     assert harness.device is not None
     attempt = _attempt(harness, description="x" * 100)

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.base import Outcome, ProviderEvent
 from tests.harness import Harness, start_harness
 
 pytestmark = pytest.mark.integration
@@ -133,6 +134,30 @@ async def test_a_cancel_refunding_the_rest_gives_it_back_once_when_the_answer_is
     assert [r["amount"] for r in refunds] == [200, 700]
     assert "ecard.reverse" not in await _kinds(harness)
     assert await harness.balance("31000001") == 100_000
+
+
+async def test_a_verified_success_for_another_amount_is_never_taken(tmp_path: Path) -> None:
+    """A provider's verified word that the payment succeeded, for an amount that is not the
+    payment's, leaves it unknown; past the deadline it is reversed like any unknown."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    async with start_harness(database_url=url, data_dir=tmp_path, run_workers=False) as h:
+        async with h.client() as client:
+            held = await client.create_payment(**h.payment(amount=1091))  # never answered
+            assert held.status_code == 202
+            payment = held.body
+            event = ProviderEvent(
+                reference=payment["provider_reference"],
+                outcome=Outcome.SUCCEEDED,
+                provider_txn_id="T1",
+                amount=1,
+                dedupe_key="mismatch-1",
+            )
+            await h.services.payments.on_notification(h.school_id, "ecard", event)
+            assert (await client.get_payment(payment["id"]))["status"] == "processing"
+            h.clock.advance(seconds=60)
+            await h.services.recovery.run_once()
+            final = await client.get_payment(payment["id"])
+    assert final["status"] == "failed" and final["failure_code"] == "outcome_unknown_reversed"
 
 
 async def test_connection_refused_fails_without_charging(tmp_path: Path) -> None:

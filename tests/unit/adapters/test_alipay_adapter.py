@@ -694,6 +694,10 @@ async def test_delete_enrollment(fake: FakeAlipay, adapter: AlipayAdapter) -> No
     fake.on("alipay.commerce.educate.facefeature.delete", refused("USER_NOT_EXIST"))
     result = await adapter.delete_enrollment("2088102177846880")
     assert result.outcome is Outcome.FAILED and result.code == "USER_NOT_EXIST"
+    # verified "no such face user": nothing is left to delete, so it is done (not retried forever)
+    fake.on("alipay.commerce.educate.facefeature.delete", refused("FACE_USER_NOT_EXIST"))
+    gone = await adapter.delete_enrollment("2088102177846880")
+    assert gone.outcome is Outcome.SUCCEEDED and gone.code == "FACE_USER_NOT_EXIST"
     fake.on(
         "alipay.commerce.educate.facefeature.delete",
         {"code": "20000", "msg": "Service Currently Unavailable"},
