@@ -194,7 +194,8 @@ class OfflineService:
         provider_results: dict[int, dict[str, Any]] = {}
         for name in sorted({card.funding_adapter for _, _, card in to_send}):
             batch = [(r, c) for _, r, c in to_send if c.funding_adapter == name]
-            provider_results.update(await self._send(offline_adapters[name], name, device_id, batch))
+            sent = await self._send(offline_adapters[name], name, school_id, device_id, batch)
+            provider_results.update(sent)
         async with self.db.transaction() as session:
             batch_id = new_id("ob")
             for index, record, card in to_send:
@@ -295,7 +296,7 @@ class OfflineService:
         )
 
     async def _send(
-        self, adapter: Any, name: str, device_id: str, items: list[tuple[OfflineInput, Card]]
+        self, adapter: Any, name: str, school_id: str, device_id: str, items: list[tuple[OfflineInput, Card]]
     ) -> dict[int, dict[str, Any]]:
         payload = [
             EcardOfflineRecord(
@@ -305,7 +306,7 @@ class OfflineService:
                 amount=r.amount,
                 occurred_at=r.occurred_at,
                 currency=r.currency,
-                store_ref=r.store_id,
+                store_ref=await self.providers.store_ref(school_id, name, r.store_id),
             )
             for r, _ in items
         ]

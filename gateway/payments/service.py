@@ -311,6 +311,7 @@ class PaymentService:
         store: Store,
         agreement_no: str | None,
         payer: Payer | None,
+        store_ref: str,
     ) -> PaymentRequest:
         assert payment.provider_reference is not None
         credential: CardCredential | FaceCredential | AgreementCredential
@@ -329,7 +330,7 @@ class PaymentService:
             method=payment.method,
             credential=credential,
             agreement_no=agreement_no,
-            store_ref=store.id,
+            store_ref=store_ref,
             terminal_ref=payment.device_id,
             description=data.description,
             terminal_params=data.terminal_params,
@@ -358,7 +359,9 @@ class PaymentService:
         while True:
             adapter = await self.providers.adapter(payment.school_id, payment.adapter)
             assert adapter is not None
-            request = self._request(payment, data, store, agreement_no, payer)
+            # the provider's own name for the store (its meal periods and fixed prices hang on it)
+            store_ref = await self.providers.store_ref(payment.school_id, payment.adapter, store.id)
+            request = self._request(payment, data, store, agreement_no, payer, store_ref)
             try:
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
                     result = await adapter.pay(request)

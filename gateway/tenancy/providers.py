@@ -27,7 +27,7 @@ from gateway.protection import audit
 from gateway.protection.crypto import Keyring
 from gateway.settings import Environment
 from gateway.store.db import Database
-from gateway.store.models import ProviderSetting, utcnow
+from gateway.store.models import ProviderSetting, Store, utcnow
 
 __all__ = ["ProviderSettings", "ProviderView", "is_sandbox_url"]
 
@@ -125,6 +125,7 @@ class ProviderSettings:
             raise Unprocessable("validation_error", f"{adapter}: {exc}") from exc
         enc = self.keyring.encrypt(json.dumps(credentials), aad=self._aad(school_id, adapter))
         async with self.db.transaction() as session:
+            await self._check_store_refs(session, school_id, options.get("store_refs"))
             row = await session.get(ProviderSetting, (school_id, adapter), with_for_update=True)
             if row is None:
                 row = ProviderSetting(
@@ -161,6 +162,29 @@ class ProviderSettings:
             return None
         creds = json.loads(self.keyring.decrypt(row.credentials_enc, aad=self._aad(school_id, adapter)))
         return ProviderView(adapter, row.endpoint, sorted(creds), dict(row.options), row.updated_at)
+
+    @staticmethod
+    async def _check_store_refs(session: Any, school_id: str, refs: Any) -> None:
+        """``options.store_refs``: this school's store ids -> the provider's own store refs."""
+        if refs is None:
+            return
+        if not isinstance(refs, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and 1 <= len(v) <= 64 for k, v in refs.items()
+        ):
+            why = "options.store_refs maps store ids to the provider's store refs (1-64 characters)"
+            raise Unprocessable("validation_error", why)
+        known = set((await session.execute(select(Store.id).where(Store.school_id == school_id))).scalars())
+        unknown = sorted(set(refs) - known)
+        if unknown:
+            raise Unprocessable("validation_error", f"options.store_refs names unknown stores: {unknown}")
+
+    async def store_ref(self, school_id: str, adapter: str, store_id: str) -> str:
+        """What ``adapter`` calls this store: its ``options.store_refs`` entry, else the store id."""
+        async with self.db.transaction() as session:
+            row = await session.get(ProviderSetting, (school_id, adapter))
+        refs = (row.options or {}).get("store_refs") if row is not None else None
+        ref = refs.get(store_id) if isinstance(refs, dict) else None
+        return ref if isinstance(ref, str) else store_id
 
     async def config(self, school_id: str, adapter: str) -> ProviderConfig | None:
         async with self.db.transaction() as session:

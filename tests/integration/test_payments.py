@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from gateway.client import CampusPayError
 from gateway.store.models import OutboxEvent, Payment
-from tests.harness import Harness
+from tests.harness import SANDBOX, Harness
 from tests.signing_helpers import signed
 
 pytestmark = pytest.mark.integration
@@ -153,3 +153,35 @@ async def test_refund_of_unknown_payment_is_404(harness: Harness) -> None:
         with pytest.raises(CampusPayError) as err:
             await client.refund_payment("pay_doesnotexist", amount=1)
     assert err.value.status == 404 and err.value.code == "not_found"
+
+
+async def _meal_periods(h: Harness, *periods: dict[str, str]) -> None:
+    """The merchant's meal periods at the sandbox e-card (its clock stays the real one)."""
+    path = f"/_control/ecard/merchants/{h.merchant_id}/meal-periods"
+    r = await h.sandbox.put(path, json={"periods": list(periods)})
+    assert r.status_code == 200, r.text
+
+
+async def test_the_ecards_meal_rules_apply_to_the_store_it_knows(harness: Harness) -> None:
+    """The e-card system keys meal periods and fixed prices by its own store refs; the school
+    maps its store to one in the provider settings (options.store_refs)."""
+    providers = f"/v1/schools/{harness.school_id}/providers/ecard"
+    settings = {
+        "endpoint": f"{SANDBOX}/ecard",
+        "credentials": {"merchant_id": harness.merchant_id, "secret": harness.merchant_secret},
+    }
+    bad = {**settings, "options": {"store_refs": {"sto_nope": "x"}}}
+    unknown = await harness.admin("PUT", providers, bad)
+    assert unknown.status_code == 422 and "sto_nope" in unknown.json()["detail"]
+    mapped = {**settings, "options": {"store_refs": {harness.store_id: "canteen-1"}}}
+    assert (await harness.admin("PUT", providers, mapped)).status_code == 200
+    async with harness.client() as client:
+        await _meal_periods(harness)  # no meal period now: canteen-1 sells nothing
+        closed = (await client.create_payment(**harness.payment(amount=1500))).body
+        await _meal_periods(harness, {"name": "lunch", "start": "00:00", "end": "24:00"})  # 1500 fixed
+        wrong_price = (await client.create_payment(**harness.payment(amount=1200))).body
+        lunch = (await client.create_payment(**harness.payment(amount=1500))).body
+    assert (closed["status"], closed["failure_code"]) == ("failed", "outside_meal_period")
+    assert (wrong_price["status"], wrong_price["failure_code"]) == ("failed", "price_mismatch")
+    assert lunch["status"] == "succeeded"
+    assert [d["amount"] for d in await harness.debits()] == [1500]
