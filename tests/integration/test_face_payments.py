@@ -179,3 +179,43 @@ async def test_provider_notifications_arrive_verified_and_once(face: Face) -> No
     assert [(r.reference, r.outcome) for r in rows] == [(paid.body["provider_reference"], "succeeded")]
     async with h.client() as client:
         assert (await client.get_payment(paid.body["id"]))["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("amount", "final", "charged"),
+    [
+        (1281, "succeeded", True),  # 10003 user paying: queried until TRADE_SUCCESS
+        (1282, "succeeded", True),  # 20000 after the money moved: a query finds TRADE_SUCCESS
+        (1283, "failed", False),  # 20000 before anything happened: reversed past the deadline
+        (1284, "succeeded", True),  # a response whose sign fails is unknown; a query finds the truth
+        (1285, "failed", False),  # ACQ.SYSTEM_ERROR: never paid; cancelled past the deadline
+    ],
+)
+async def test_alipays_unknowns_are_queried_then_cancelled_through_the_gateway(
+    face: Face, amount: int, final: str, charged: bool
+) -> None:
+    await _alice(face)
+    async with face.h.client() as client:
+        first = await client.create_payment(**face.pay(await face.token("stu_alice"), amount=amount))
+        settled = await face.h.wait_settled(client, first.body["id"])
+    assert settled["status"] == final, settled
+    if final == "failed":
+        assert settled["failure_code"] == "outcome_unknown_reversed"
+    events = (await face.h.sandbox.get("/_control/events", params={"provider": "alipay"})).json()["events"]
+    reference = first.body["provider_reference"]
+    paid = [e for e in events if e["kind"] == "alipay.pay" and e.get("out_trade_no") == reference]
+    assert bool(paid) is charged, [e["kind"] for e in events]
+
+
+async def test_a_cancel_alipay_asks_to_retry_is_retried_until_done(face: Face) -> None:
+    await _alice(face)
+    async with face.h.client() as client:
+        paid = (await client.create_payment(**face.pay(await face.token("stu_alice"), amount=1286))).body
+        assert paid["status"] == "succeeded"
+        await client.cancel_payment(paid["id"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while (now := await client.get_payment(paid["id"]))["status"] != "canceled":
+            assert loop.time() < deadline, now
+            await asyncio.sleep(0.1)
+    assert now["refunded_amount"] == 1286
