@@ -222,14 +222,16 @@ async def start_harness(
             for c in h._clients:
                 await c.aclose()
             # pending provider notifications must not reach the gateway after it has stopped
-            alipay = getattr(sandbox_app.state, "alipay", None)
-            if alipay is not None:
-                notify_client = alipay.notify_client
+            for name in ("alipay", "bank"):
+                provider = getattr(sandbox_app.state, name, None)
+                if provider is None:
+                    continue
+                notify_client = provider.notify_client
                 for _ in range(50):  # let deliveries in flight finish rather than cut them mid-request
-                    if not alipay.notifier.pending:
+                    if not provider.notifier.pending:
                         break
                     await asyncio.sleep(0.1)
-                await alipay.aclose()
+                await provider.aclose()
                 if notify_client is not None:
                     await notify_client.aclose()
 

@@ -4,10 +4,15 @@ Only the guardian's agreement token crosses to the bank."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import httpx
+import pytest
+from sqlalchemy import select
+
+from gateway.store.models import ProviderNotification
 from tests.bank_helpers import CARD, bind_co_branded_card
-from tests.harness import Harness
+from tests.harness import GATEWAY, Harness
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +74,31 @@ async def test_a_lost_bank_funded_card_is_blocked_here_without_the_ecard(harness
         assert paid.body["status"] == "succeeded" and paid.body["adapter"] == "bank"
     debits = await _bank_events(harness, "bank.debit")
     assert [int(str(d["amount"])) for d in debits] == [900]
+
+
+async def test_the_banks_notifications_reach_the_gateway_verified_and_once(harness: Harness) -> None:
+    await bind_co_branded_card(harness)
+    harness.sandbox_app.state.bank.notify_client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=harness.app), base_url=GATEWAY
+    )
+    async with harness.client() as client:
+        order = harness.payment(amount=1300, credential={"card_no": CARD})
+        paid = (await client.create_payment(**order)).body
+    assert paid["status"] == "succeeded"
+    for _ in range(50):
+        if not harness.sandbox_app.state.bank.notifier.pending:
+            break
+        await asyncio.sleep(0.1)
+    async with harness.services.db.transaction() as session:
+        query = select(ProviderNotification).where(ProviderNotification.adapter == "bank")
+        rows = (await session.execute(query)).scalars().all()
+    assert [(r.reference, r.outcome) for r in rows] == [(paid["provider_reference"], "succeeded")]
+    sent = await _bank_events(harness, "bank.notify")
+    assert sent and all(str(e.get("status")) == "200" for e in sent), sent
+    # the same form with one byte changed is refused, and nothing is recorded for it
+    forged = await harness.gateway.post(
+        f"/v1/notify/bank/{harness.school_id}",
+        content=b"respCode=00&txnAmt=1&reqReserved=" + paid["provider_reference"].encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert forged.status_code == 422 and forged.json()["code"] == "notification_rejected"

@@ -185,3 +185,23 @@ async def test_the_ecards_meal_rules_apply_to_the_store_it_knows(harness: Harnes
     assert (wrong_price["status"], wrong_price["failure_code"]) == ("failed", "price_mismatch")
     assert lunch["status"] == "succeeded"
     assert [d["amount"] for d in await harness.debits()] == [1500]
+
+
+async def test_over_the_pin_threshold_the_tills_next_attempt_with_the_pin_pays(harness: Harness) -> None:
+    """Card 31000009 needs its PIN (8642) above 20.00 CNY a payment (docs/test-values.md)."""
+    async with harness.client() as client:
+        order = harness.payment(amount=2500, credential={"card_no": "31000009"})
+        asked = (await client.create_payment(**order)).body
+        assert (asked["status"], asked["failure_code"]) == ("failed", "pin_required")
+        with_pin = {**order, "credential": {"card_no": "31000009", "pin": "8642"}}
+        paid = (await client.create_payment(**with_pin)).body  # a new attempt on the same order
+        assert paid["status"] == "succeeded" and paid["merchant_order_id"] == order["merchant_order_id"]
+        # wrong PINs: refused, and locked after the third; then even the right one is refused
+        codes = []
+        for _ in range(3):
+            wrong = harness.payment(amount=2500, credential={"card_no": "31000009", "pin": "0000"})
+            codes.append((await client.create_payment(**wrong)).body["failure_code"])
+        assert codes == ["pin_invalid", "pin_invalid", "pin_locked"]
+        locked = harness.payment(amount=2500, credential={"card_no": "31000009", "pin": "8642"})
+        assert (await client.create_payment(**locked)).body["failure_code"] == "pin_locked"
+    assert [d["amount"] for d in await harness.debits()] == [2500]
