@@ -66,6 +66,19 @@ async def list_funding_sources(
     return await services.funding.list(school_id, student_id)
 
 
+@router.post(
+    "/v1/schools/{school_id}/funding-sources/{source_id}/revoke",
+    response_model=FundingSourceOut,
+    responses=_PROBLEMS,
+)
+async def revoke_funding_source(
+    school_id: str, source_id: str, admin: AdminDep, services: ServicesDep
+) -> Any:
+    """End a guardian's bank agreement: no more payments from it, its token erased (idempotent)."""
+    admin.require_school(school_id)
+    return await services.funding.revoke(school_id, source_id, _actor(admin))
+
+
 @router.get("/v1/schools/{school_id}/card-bins", response_model=CardBinsOut, responses=_PROBLEMS)
 async def get_card_bins(school_id: str, admin: AdminDep, services: ServicesDep) -> dict[str, Any]:
     admin.require_school(school_id)

@@ -142,6 +142,40 @@ class FundingService:
             raise NotFound("no such funding source")
         return source
 
+    async def revoke(self, school_id: str, source_id: str, actor: str) -> FundingSource:
+        """The guardian ends a bank direct-debit agreement: from now on no payment is taken from
+        it (cards bound to it fail with ``funding_source_inactive``), and its token is erased.
+        Revoking twice is a no-op. The e-card account is not revocable: the card path must keep
+        working (COMPLIANCE.md); report a card lost or bind it elsewhere instead."""
+        async with self.db.transaction() as session:
+            source = (
+                await session.execute(
+                    select(FundingSource)
+                    .where(FundingSource.id == source_id, FundingSource.school_id == school_id)
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
+            if source is None:
+                raise NotFound("no such funding source")
+            if source.kind != "bank_agreement":
+                raise Unprocessable(
+                    "funding_source_invalid", "only a bank agreement can be revoked; the e-card account stays"
+                )
+            if source.status != "revoked":
+                # the token is what lets anyone debit the guardian: it goes, not just its status
+                source.status, source.agreement_token_enc = "revoked", None
+                await audit.append(
+                    session,
+                    self.keyring,
+                    chain=school_id,
+                    actor=actor,
+                    action="funding_source.revoked",
+                    object_type="funding_source",
+                    object_id=source.id,
+                    data={"student_id": source.student_id, "adapter": source.adapter},
+                )
+            return source
+
     @staticmethod
     async def _get(session: AsyncSession, school_id: str, source_id: str) -> FundingSource | None:
         return (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import AgreementCredential
-from gateway.store.models import Base
+from gateway.store.models import Base, FundingSource
 from tests.harness import Harness
 from tests.routing_helpers import RecordingBank, configure_bank, put_rules, routed_harness
 
@@ -84,6 +84,36 @@ async def test_a_co_branded_card_pays_by_agreement_token_only(h: Harness) -> Non
             dump.extend(repr(tuple(row)) for row in (await session.execute(table.select())).all())
     text = "\n".join(dump)
     assert BANK_CARD not in text and TOKEN not in text
+
+
+async def test_a_guardian_can_end_the_agreement_and_its_card_stops_paying(h: Harness) -> None:
+    student = await _student(h, "s-revoke")
+    source = await _agreement(h, student)
+    cards = f"/v1/schools/{h.school_id}/cards"
+    bound = {"student_id": student, "card_no": BANK_CARD, "funding_source_id": source["id"]}
+    assert (await h.admin("POST", cards, bound)).status_code == 201
+    revoke = f"/v1/schools/{h.school_id}/funding-sources/{source['id']}/revoke"
+    first = await h.admin("POST", revoke)
+    assert first.status_code == 200 and first.json()["status"] == "revoked"
+    again = await h.admin("POST", revoke)  # idempotent
+    assert again.status_code == 200 and again.json()["status"] == "revoked"
+    async with h.client() as client:
+        order = h.payment(amount=700, credential={"card_no": BANK_CARD})
+        refused = (await client.create_payment(**order)).body
+    assert (refused["status"], refused["failure_code"]) == ("failed", "funding_source_inactive")
+    assert RecordingBank.requests == []  # the bank was never asked
+    async with h.services.db.transaction() as session:
+        row = await session.get(FundingSource, source["id"])
+    assert row is not None and row.agreement_token_enc is None  # the token is gone, not just disabled
+    # the e-card account is not revocable: the card path always works
+    plain = await _student(h, "s-plain-revoke")
+    assert (await h.admin("POST", cards, {"student_id": plain, "card_no": "31000077"})).status_code == 201
+    sources = f"/v1/schools/{h.school_id}/funding-sources"
+    ecard_source = (await h.admin("GET", f"{sources}?student_id={plain}")).json()
+    r = await h.admin("POST", f"{sources}/{ecard_source[0]['id']}/revoke")
+    assert r.status_code == 422 and r.json()["code"] == "funding_source_invalid"
+    missing = await h.admin("POST", f"/v1/schools/{h.school_id}/funding-sources/fs_nope/revoke")
+    assert missing.status_code == 404
 
 
 async def test_plain_cards_default_to_the_e_card_account(h: Harness) -> None:
