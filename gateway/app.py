@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from adapters.registry import default_registry
 from gateway import __version__
 from gateway.api import admin, consent, health, notify, offline, payments, routing
+from gateway.api.openapi_extras import add_device_headers
 from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
 from gateway.auth.devices import DeviceAuthenticator
 from gateway.auth.nonces import NonceStore, RedisNonceStore, SqlNonceStore
@@ -144,6 +145,7 @@ def create_app(
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
+            add_device_headers(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

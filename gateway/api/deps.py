@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from gateway.auth.tokens import AdminPrincipal
 from gateway.idempotency.service import validate_key
@@ -31,7 +32,29 @@ def path_and_query(request: Request) -> str:
     return path
 
 
-async def authenticate_device(request: Request, services: ServicesDep) -> Caller:
+# Declared as security schemes so that the OpenAPI document says how each operation is
+# authenticated. auto_error=False: the checks themselves, and their problem codes, are ours.
+_SIGNATURE = APIKeyHeader(
+    name="Signature",
+    scheme_name="deviceSignature",
+    description=(
+        "RFC 9421 HTTP Message Signature by a registered device key (Ed25519 or HMAC-SHA256), with "
+        "`Signature-Input` (covering @method, @target-uri, content-digest when there is a body, "
+        "idempotency-key when sent; `created`, `nonce`, `keyid`, `alg`) and RFC 9530 "
+        "`Content-Digest`. See docs/signing.md for the rules and test vectors."
+    ),
+    auto_error=False,
+)
+_BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="A platform token or a school-admin API key (`Authorization: Bearer …`).",
+    auto_error=False,
+)
+
+
+async def authenticate_device(
+    request: Request, services: ServicesDep, _signature: Annotated[str | None, Security(_SIGNATURE)]
+) -> Caller:
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     if "idempotency-key" in headers:
@@ -48,7 +71,9 @@ async def authenticate_device(request: Request, services: ServicesDep) -> Caller
     return Caller(device_id=identity.device_id, school_id=identity.school_id)
 
 
-async def authenticate_admin(request: Request, services: ServicesDep) -> AdminPrincipal:
+async def authenticate_admin(
+    request: Request, services: ServicesDep, _bearer: Annotated[object, Security(_BEARER)]
+) -> AdminPrincipal:
     return await services.tokens.authenticate(request.headers.get("authorization"))
 
 

@@ -1,0 +1,54 @@
+"""What FastAPI cannot infer for the OpenAPI document: the headers the device routes read by
+hand (``Idempotency-Key``) and the answers every device operation may give (429 with
+``Retry-After``; replays). Device operations are the ones FastAPI marked with the
+``deviceSignature`` security scheme (gateway.api.deps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["add_device_headers"]
+
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "description": (
+        "1-255 visible ASCII characters, unique per device and request (a UUID is ideal); covered "
+        "by the signature. A retry with the same key and body replays the first answer "
+        "(`Idempotent-Replayed: true`)."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+RATE_LIMITED = {
+    "description": "Too many requests from this device (`rate_limited`); nothing was done or stored.",
+    "headers": {
+        "Retry-After": {"description": "seconds to wait before sending again", "schema": {"type": "integer"}}
+    },
+    "content": PROBLEM,
+}
+
+REPLAYED = {
+    "description": "`true` when this is the stored answer of an earlier request with this key",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
+
+def add_device_headers(schema: dict[str, Any]) -> None:
+    for operations in schema.get("paths", {}).values():
+        for method, operation in operations.items():
+            if not any("deviceSignature" in s for s in operation.get("security", [])):
+                continue
+            responses = operation.setdefault("responses", {})
+            responses["429"] = RATE_LIMITED
+            if method != "post":
+                continue
+            parameters = operation.setdefault("parameters", [])
+            if not any(p.get("name") == "Idempotency-Key" for p in parameters):
+                parameters.append(IDEMPOTENCY_KEY)
+            for status, answer in responses.items():
+                if str(status).startswith("2"):
+                    answer.setdefault("headers", {})["Idempotent-Replayed"] = REPLAYED
