@@ -4,11 +4,17 @@ Built-in adapters are listed here; third parties ship their own package and decl
 point in the group ``campuspay.adapters`` (``name = "package.module:AdapterClass"``). A built-in
 name cannot be shadowed by an entry point: a school's money must not silently move to a plugin
 because someone installed a package.
+
+Instances: ``<name>.<instance>`` (e.g. ``ecard.backup``) is the adapter ``<name>`` under another
+name, so a school can configure a second merchant or endpoint of the same provider -- with its
+own settings, breaker and routing entries -- without code. ``<instance>`` is 1-20 of
+``[a-z0-9-]``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 
@@ -19,6 +25,7 @@ from adapters.base import Adapter, AdapterFactory, Capabilities, ProviderConfig
 __all__ = ["ENTRY_POINT_GROUP", "AdapterRegistry", "UnknownAdapter", "default_registry"]
 
 ENTRY_POINT_GROUP = "campuspay.adapters"
+_INSTANCE = re.compile(r"[a-z0-9-]{1,20}")
 log = logging.getLogger(__name__)
 
 
@@ -37,21 +44,29 @@ class AdapterRegistry:
         self._factories[name] = factory
         self._capabilities[name] = capabilities
 
+    def _base(self, name: str) -> str:
+        """The registered adapter behind ``name`` (itself, or the base of an instance name)."""
+        if name in self._factories:
+            return name
+        base, dot, instance = name.partition(".")
+        if dot and base in self._factories and _INSTANCE.fullmatch(instance):
+            return base
+        raise UnknownAdapter(name)
+
     def create(self, name: str, config: ProviderConfig, http: httpx.AsyncClient) -> Adapter:
-        try:
-            factory = self._factories[name]
-        except KeyError:
-            raise UnknownAdapter(name) from None
-        return factory(config, http)
+        return self._factories[self._base(name)](config, http)
 
     def capabilities(self, name: str) -> Capabilities:
-        try:
-            return self._capabilities[name]
-        except KeyError:
-            raise UnknownAdapter(name) from None
+        return self._capabilities[self._base(name)]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._factories
+        if not isinstance(name, str):
+            return False
+        try:
+            self._base(name)
+        except UnknownAdapter:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._factories))

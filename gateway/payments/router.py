@@ -124,7 +124,7 @@ class RoutingService:
                 funding=self.registry.capabilities(name).funding,
                 configured=name in configured,
             )
-            for name in self.registry
+            for name in self._known(configured)
         }
         in_use = {"ecard_account"} | ({"bank_agreement"} if bins or bank_sources else set())
         return SchoolFacts(adapters=adapters, co_branded_bins=bins, funding_in_use=frozenset(in_use))
@@ -279,7 +279,7 @@ class RoutingService:
                 )
                 default = [
                     n
-                    for n in self.registry
+                    for n in self._known(configured)
                     if n in configured
                     and "card" in self.registry.capabilities(n).methods
                     and funding in self.registry.capabilities(n).funding
@@ -288,7 +288,7 @@ class RoutingService:
         else:
             default = [
                 n
-                for n in self.registry
+                for n in self._known(configured)
                 if n in configured and "face" in self.registry.capabilities(n).methods
             ]
         decision = await self.decide(
@@ -331,6 +331,10 @@ class RoutingService:
         async with self.db.transaction() as session:
             configured = await self._configured(session, school_id)
         return {name: await self.breaker.peek(school_id, name, policy) for name in sorted(configured)}
+
+    def _known(self, configured: set[str]) -> list[str]:
+        """Every registered adapter, and the instances (``ecard.backup``) this school configured."""
+        return sorted(set(self.registry) | {n for n in configured if n in self.registry})
 
     @staticmethod
     async def _configured(session: AsyncSession, school_id: str) -> set[str]:

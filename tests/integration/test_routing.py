@@ -342,3 +342,25 @@ async def test_a_card_cached_as_lost_is_refused_without_asking_any_provider(h: H
     assert paid["adapter"] is None
     assert await h.debits() == []
     assert not any(paid["id"] in str(e) for e in await h.events())  # no consume was sent
+
+
+async def test_a_second_merchant_of_one_provider_is_an_instance_name(harness: Harness) -> None:
+    """`ecard.backup` is the e-card adapter under its own name: its own settings, breaker and
+    place in the rules, with the built-in registry (no plugin)."""
+    backup = await configure_ecard(harness, "ecard.backup")
+    for bad in ("ecard.Backup!", "nope.backup", "ecard."):
+        r = await harness.admin(
+            "PUT",
+            f"/v1/schools/{harness.school_id}/providers/{bad}",
+            {"endpoint": "http://sandbox.test/ecard", "credentials": backup},
+        )
+        assert r.status_code == 422 and r.json()["code"] == "unknown_adapter", (bad, r.text)
+    r = await put_rules(harness, {"name": "cards", "method": "card", "adapters": ["ecard", "ecard.backup"]})
+    assert r.status_code == 200, r.text
+    for _ in range(5):
+        await harness.services.routing.breaker.failure(harness.school_id, "ecard", BreakerPolicy())
+    async with harness.client() as client:
+        paid = (await client.create_payment(**harness.payment(amount=640))).body
+    assert paid["status"] == "succeeded" and paid["adapter"] == "ecard.backup"
+    assert [d["amount"] for d in await debits(harness, backup["merchant_id"])] == [640]
+    assert await harness.debits() == []  # the main merchant was not called
