@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.base import Adapter, Outcome, ProviderResult, RefundRequest
-from gateway.payments.state import FAILURE_MESSAGES, failure_code_for
+from gateway.payments.state import ALLOWED, FAILURE_MESSAGES, failure_code_for, refund_failure_code_for
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
 from gateway.store.db import Database
@@ -87,7 +87,13 @@ class Resolver:
         provider_code: str | None = None,
         **values: Any,
     ) -> bool:
-        """One transaction: CAS the status, update the attempt, audit, outbox."""
+        """One transaction: CAS the status, update the attempt, audit, outbox.
+
+        The only place a payment's status changes; ``ALLOWED`` (gateway/payments/state.py) is
+        the state machine, so no caller can ask for a move backwards."""
+        illegal = [s for s in from_statuses if to not in ALLOWED.get(s, frozenset())]
+        if illegal:
+            raise ValueError(f"not a payment transition: {illegal} -> {to}")
         async with self.db.transaction() as session:
             repo = PaymentRepository(session, self.clock)
             moved = await repo.transition(
@@ -294,13 +300,14 @@ class Resolver:
                     await repo.add_refunded(refund.payment_id, refund.amount)
                     await self._refund_records(session, refund, "succeeded", actor)
             elif result.outcome is Outcome.FAILED:
-                code = (result.code or "provider_declined").lower()
+                code = refund_failure_code_for(result.code)
+                message = f"{result.message or 'refused by the provider'} ({result.code or 'no code'})"
                 if await repo.transition_refund(
                     refund.id,
                     "failed",
                     next_recovery_at=None,
                     failure_code=code,
-                    failure_message=result.message or code,
+                    failure_message=message[:500],
                 ):
                     await self._refund_records(session, refund, "failed", actor)
             else:

@@ -23,6 +23,7 @@ __all__ = [
     "face_token_failure",
     "failure_code_for",
     "payment_resource",
+    "refund_failure_code_for",
     "refund_resource",
 ]
 
@@ -110,6 +111,29 @@ def face_token_failure(provider_code: str) -> str:
 
 def failure_code_for(provider_code: str | None) -> str:
     return FAILURE_CODES.get(provider_code or "", "provider_declined")
+
+
+# A refused refund's provider code -> the stable code terminals see (the provider's own code is
+# kept in the audit log and the failure message).
+REFUND_FAILURE_CODES: dict[str, str] = {
+    "REFUND_EXCEEDS_AMOUNT": "refund_exceeds_amount",
+    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL": "refund_exceeds_amount",
+    "36": "refund_exceeds_amount",  # UnionPay-style: above the refundable remainder
+    "NOT_REFUNDABLE": "not_refundable",
+    "ACQ.TRADE_STATUS_ERROR": "not_refundable",
+    "ACQ.TRADE_HAS_CLOSE": "not_refundable",
+    "ACQ.TRADE_HAS_FINISHED": "not_refundable",
+    "ORIGINAL_NOT_PAID": "not_refundable",
+    "35": "not_refundable",  # UnionPay-style: the original is not a refundable consume
+    "ACQ.TRADE_NOT_EXIST": "original_not_found",
+    "ORDER_NOT_FOUND": "original_not_found",
+    "ORIGINAL_NOT_FOUND": "original_not_found",
+    "ACQ.SELLER_BALANCE_NOT_ENOUGH": "merchant_balance_insufficient",
+}
+
+
+def refund_failure_code_for(provider_code: str | None) -> str:
+    return REFUND_FAILURE_CODES.get(provider_code or "", "provider_declined")
 
 
 def _iso(value: datetime) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from adapters.base import Outcome, ProviderConfig, RefundRequest
+from adapters.ecard.adapter import EcardAdapter
 from gateway.client import CampusPayError
 from gateway.store.models import OutboxEvent, Payment
 from tests.harness import SANDBOX, Harness
@@ -205,3 +208,34 @@ async def test_over_the_pin_threshold_the_tills_next_attempt_with_the_pin_pays(h
         locked = harness.payment(amount=2500, credential={"card_no": "31000009", "pin": "8642"})
         assert (await client.create_payment(**locked)).body["failure_code"] == "pin_locked"
     assert [d["amount"] for d in await harness.debits()] == [2500]
+
+
+async def test_the_state_machine_never_moves_a_payment_backwards(harness: Harness) -> None:
+    resolver = harness.services.payments.resolver
+    async with harness.client() as client:
+        paid = (await client.create_payment(**harness.payment(amount=450))).body
+        assert paid["status"] == "succeeded"
+        for frm, to in (("succeeded", "processing"), ("canceled", "succeeded"), ("failed", "succeeded")):
+            with pytest.raises(ValueError, match="not a payment transition"):
+                await resolver.finish(paid["id"], to, actor="test", from_statuses=(frm,))
+        # an allowed move from a state the payment is not in moves nothing (compare-and-set)
+        assert await resolver.finish(paid["id"], "failed", actor="test") is False
+        assert (await client.get_payment(paid["id"]))["status"] == "succeeded"
+
+
+async def test_a_refund_the_provider_refuses_fails_with_a_stable_code(harness: Harness) -> None:
+    """Money given back at the e-card's own counter is not known to the gateway; the provider
+    then refuses the gateway's refund, and the terminal sees a stable code, not the provider's."""
+    async with harness.client() as client:
+        paid = (await client.create_payment(**harness.payment(amount=900))).body
+        config = ProviderConfig(
+            f"{SANDBOX}/ecard", {"merchant_id": harness.merchant_id, "secret": harness.merchant_secret}, {}
+        )
+        transport = httpx.ASGITransport(app=harness.sandbox_app)
+        async with httpx.AsyncClient(transport=transport) as http:
+            counter = EcardAdapter(config, http)
+            outside = RefundRequest(paid["provider_reference"], "at-the-counter", 900)
+            assert (await counter.refund(outside)).outcome is Outcome.SUCCEEDED
+        refund = (await client.refund_payment(paid["id"], amount=100)).body
+    assert refund["status"] == "failed" and refund["failure_code"] == "refund_exceeds_amount"
+    assert "REFUND_EXCEEDS_AMOUNT" in refund["failure_message"]
