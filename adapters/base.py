@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import httpx
 
 __all__ = [
+    "CANCEL_UNAVAILABLE",
     "Adapter",
     "AdapterConfigError",
     "AdapterError",
@@ -55,6 +56,13 @@ __all__ = [
     "ProviderUnreachable",
     "RefundRequest",
 ]
+
+
+# ``cancel`` answers UNKNOWN with this code when the provider *verifiably refused* to cancel
+# because a cancel is no longer possible (e.g. past its window), so nothing was reversed. The
+# gateway then learns by ``query`` whether money moved and, if it did, gives it back by
+# ``refund``. Any other UNKNOWN from ``cancel`` is simply retried: the cancel may have applied.
+CANCEL_UNAVAILABLE = "CANCEL_UNAVAILABLE"
 
 
 class Outcome(enum.StrEnum):

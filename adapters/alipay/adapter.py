@@ -29,6 +29,8 @@ query                      10000 TRADE_CLOSED                           REVERSED
 query                      40004 ACQ.TRADE_NOT_EXIST                    NOT_FOUND
 query                      anything else                                UNKNOWN
 cancel                     10000 (retry_flag != Y)                      REVERSED, code = action
+cancel                     40004 ACQ.TRADE_CANCEL_TIME_OUT              UNKNOWN, code =
+                                                                        CANCEL_UNAVAILABLE (refund)
 cancel                     retry_flag = Y, or anything else             UNKNOWN
 close                      10000 / 40004 ACQ.TRADE_NOT_EXIST / else     REVERSED / NOT_FOUND /
                                                                         UNKNOWN
@@ -61,6 +63,7 @@ import httpx
 
 from adapters.alipay import wire
 from adapters.base import (
+    CANCEL_UNAVAILABLE,
     AdapterConfigError,
     AdapterError,
     BaseAdapter,
@@ -511,6 +514,9 @@ class AlipayAdapter(BaseAdapter):
                 code=_str(node, "action") or None,
                 raw=_scrub(node),
             )
+        if _str(node, "code") == BUSINESS_FAILED and _str(node, "sub_code") == "ACQ.TRADE_CANCEL_TIME_OUT":
+            # past Alipay's 24 h: nothing was cancelled, and the gateway must refund instead
+            return _unknown(node, code=CANCEL_UNAVAILABLE, retryable=False)
         return _unknown(node, retryable=_str(node, "sub_code") in _SYSTEM_SUB_CODES)
 
     async def close(self, reference: str) -> ProviderResult:

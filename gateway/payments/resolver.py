@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from adapters.base import Adapter, Outcome, ProviderResult, RefundRequest
+from adapters.base import CANCEL_UNAVAILABLE, Adapter, Outcome, ProviderResult, RefundRequest
 from gateway.payments.state import ALLOWED, FAILURE_MESSAGES, failure_code_for, refund_failure_code_for
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
@@ -241,6 +241,21 @@ class Resolver:
         result = await self._safe(adapter.cancel, payment.provider_reference)
         if result.outcome in (Outcome.REVERSED, Outcome.FAILED):
             await self._reversed(payment, actor=actor, provider_code=result.code)
+        elif result.outcome is Outcome.UNKNOWN and result.code == CANCEL_UNAVAILABLE:
+            await self._reverse_without_cancel(adapter, payment, actor=actor)
+        else:
+            await self._reschedule(payment)
+
+    async def _reverse_without_cancel(self, adapter: Adapter, payment: Payment, *, actor: str) -> None:
+        """The provider verifiably refused to cancel (its window passed), so nothing was
+        reversed. Ask what happened: money that moved is given back by a refund of what is left;
+        a payment that never moved money is over. Retried until one of the two is verified."""
+        assert payment.provider_reference is not None
+        truth = await self._safe(adapter.query, payment.provider_reference)
+        if truth.outcome is Outcome.SUCCEEDED and truth.amount in (None, payment.amount):
+            await self._refund_rest(adapter, payment, actor=actor)
+        elif truth.outcome in (Outcome.REVERSED, Outcome.FAILED):
+            await self._reversed(payment, actor=actor, provider_code=truth.code)
         else:
             await self._reschedule(payment)
 

@@ -219,3 +219,23 @@ async def test_a_cancel_alipay_asks_to_retry_is_retried_until_done(face: Face) -
             assert loop.time() < deadline, now
             await asyncio.sleep(0.1)
     assert now["refunded_amount"] == 1286
+
+
+async def test_past_alipays_cancel_window_a_cancel_is_a_refund_of_the_rest(face: Face) -> None:
+    """Alipay cancels only within 24 h (ACQ.TRADE_CANCEL_TIME_OUT after). The gateway then asks
+    whether money moved and gives it back by a refund, instead of retrying the cancel forever."""
+    await _alice(face)
+    async with face.h.client() as client:
+        paid = (await client.create_payment(**face.pay(await face.token("stu_alice"), amount=1400))).body
+        await face.h.sandbox.post("/_control/clock", json={"offset_seconds": 25 * 3600})  # Alipay's clock
+        await client.cancel_payment(paid["id"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while (now := await client.get_payment(paid["id"]))["status"] != "canceled":
+            assert loop.time() < deadline, now
+            await asyncio.sleep(0.1)
+    assert now["refunded_amount"] == 1400
+    events = (await face.h.sandbox.get("/_control/events", params={"provider": "alipay"})).json()["events"]
+    reference = paid["provider_reference"]
+    refunds = [e for e in events if e["kind"] == "alipay.refund" and e.get("out_trade_no") == reference]
+    assert [int(str(e["refund_amount"])) for e in refunds] == [1400], refunds  # fen, once

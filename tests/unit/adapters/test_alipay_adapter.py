@@ -492,6 +492,8 @@ async def test_query_mapping(
             "ACQ.REASON_TRADE_BEEN_FREEZEN",
         ),
         (refused("ACQ.TRADE_NOT_EXIST"), Outcome.UNKNOWN, "ACQ.TRADE_NOT_EXIST"),
+        # past 24 h: verifiably not cancelled; the gateway queries and refunds instead
+        (refused("ACQ.TRADE_CANCEL_TIME_OUT", retry_flag="N"), Outcome.UNKNOWN, "CANCEL_UNAVAILABLE"),
     ],
 )
 async def test_cancel_mapping(
@@ -503,6 +505,8 @@ async def test_cancel_mapping(
     assert result.outcome is not Outcome.FAILED  # to the gateway FAILED would mean "never moved money"
     if code == "RETRY" or code == "ACQ.SYSTEM_ERROR":
         assert result.retryable
+    if code == "CANCEL_UNAVAILABLE":
+        assert not result.retryable
 
 
 @pytest.mark.parametrize(
