@@ -95,7 +95,7 @@ def _bare_body_der(text: str) -> bytes:
         raise InvalidKey("key is neither PEM nor a base64 key body") from exc
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=1024)  # one key pair per school: sized for a district, not a test
 def load_private_key(text: str) -> rsa.RSAPrivateKey:
     """The app private key: PEM (PKCS#1 ``RSA PRIVATE KEY`` or PKCS#8 ``PRIVATE KEY``) or the bare
     base64 body without armour, as the official SDK accepts. Parsed once per distinct text: RSA
@@ -119,7 +119,7 @@ def load_private_key(text: str) -> rsa.RSAPrivateKey:
     return key
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=1024)  # one key pair per school: sized for a district, not a test
 def load_public_key(text: str) -> rsa.RSAPublicKey:
     """Alipay's public key: PEM (X.509 SubjectPublicKeyInfo, or PKCS#1 ``RSA PUBLIC KEY``) or the
     bare base64 body, as the Alipay console shows it."""
