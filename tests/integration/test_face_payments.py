@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import select
 
 from gateway.store.models import Enrollment, ProviderNotification
+from sandbox.alipay.keys import ALIPAY_PRIVATE_KEY_PEM
 from tests.face_helpers import ALICE, BOB, Face, setup_face
 from tests.harness import Harness, start_harness
 
@@ -152,6 +157,65 @@ async def test_notifications_are_verified_and_applied_once(face: Face) -> None:
     assert forged.status_code == 422 and forged.json()["code"] == "notification_rejected"
     unknown_school = await h.gateway.post("/v1/notify/alipay/sch_nope", content=b"a=b")
     assert unknown_school.status_code == 404
+
+
+def _alipay_form(params: dict[str, str], key_pem: str) -> bytes:
+    """A notification form signed as Alipay signs one: RSA2 over the sorted k=v pairs."""
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    content = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+    sign = base64.b64encode(key.sign(content.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+    return urlencode({**params, "sign_type": "RSA2", "sign": sign}).encode()
+
+
+async def test_a_forged_or_altered_success_changes_nothing(tmp_path: Path) -> None:
+    """A notification saying a *processing* payment succeeded: signed by another key, or signed by
+    Alipay's key and then altered, is refused, and the payment stays as it was."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    async with start_harness(database_url=url, data_dir=tmp_path, run_workers=False) as h:
+        face = await setup_face(h)
+        await _alice(face)
+        async with h.client() as client:
+            held = (await client.create_payment(**face.pay(await face.token("stu_alice"), amount=1283))).body
+            assert held["status"] == "processing"  # 20000 before anything happened
+            params = {
+                "notify_id": "n-forged-1",
+                "notify_type": "trade_status_sync",
+                "notify_time": "2026-11-30 12:00:00",
+                "app_id": face.app_id,
+                "out_trade_no": held["provider_reference"],
+                "trade_no": "2026113022001400000000000001",
+                "trade_status": "TRADE_SUCCESS",
+                "total_amount": "12.83",
+                "charset": "utf-8",
+                "version": "1.0",
+            }
+            attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            attacker_pem = attacker.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode()
+            genuine = _alipay_form(params, ALIPAY_PRIVATE_KEY_PEM)
+            altered = genuine.replace(b"total_amount=12.83", b"total_amount=12.84")
+            for body in (_alipay_form(params, attacker_pem), altered):
+                r = await h.gateway.post(
+                    f"/v1/notify/alipay/{h.school_id}",
+                    content=body,
+                    headers={"content-type": "application/x-www-form-urlencoded"},
+                )
+                assert r.status_code == 422 and r.json()["code"] == "notification_rejected"
+            assert (await client.get_payment(held["id"]))["status"] == "processing"
+            async with h.services.db.transaction() as session:
+                rows = (await session.execute(select(ProviderNotification))).scalars().all()
+            assert rows == []  # nothing recorded for either
+            # the very same form, unaltered and signed by Alipay's key, is taken: the refusals
+            # above were for the forgery, not for the form
+            r = await h.gateway.post(
+                f"/v1/notify/alipay/{h.school_id}",
+                content=genuine,
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            assert r.status_code == 200 and r.text == "success"
+            assert (await client.get_payment(held["id"]))["status"] == "succeeded"
 
 
 async def test_provider_notifications_arrive_verified_and_once(face: Face) -> None:
