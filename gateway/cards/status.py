@@ -46,10 +46,10 @@ class CardStatusService:
     ) -> None:
         self.db, self.keyring, self.providers, self.clock = db, keyring, providers, clock
 
-    async def _adapter(self, school_id: str) -> Any:
-        adapter = await self.providers.adapter(school_id, ADAPTER)
+    async def _adapter(self, school_id: str, name: str = ADAPTER) -> Any:
+        adapter = await self.providers.adapter(school_id, name)
         if adapter is None:
-            raise Unprocessable("provider_not_configured", "the school has no e-card provider")
+            raise Unprocessable("provider_not_configured", f"the school has no {name} provider")
         return adapter
 
     async def _apply(self, school_id: str, changes: list[dict[str, Any]], version: int | None) -> None:
@@ -68,10 +68,13 @@ class CardStatusService:
                     )
                 ).scalar_one_or_none()
                 change_version = int(change.get("version") or 0)
-                if card is None or change_version < card.status_version:
-                    continue
+                if card is None or change_version <= card.status_version:
+                    continue  # history the card's status already reflects (a replay, a new terminal)
+                if not (status == card.status == "lost" and card.status_changed_at is not None):
+                    # a card that stays lost keeps the time it was first reported: offline records
+                    # made after it are held for review (COMPLIANCE 20)
+                    card.status_changed_at = _when(change.get("at")) or self.clock()
                 card.status, card.status_version = status, change_version
-                card.status_changed_at = _when(change.get("at")) or self.clock()
             if version is not None:
                 state = await session.get(BlacklistState, (school_id, ADAPTER), with_for_update=True)
                 if state is None:
@@ -132,10 +135,10 @@ class CardStatusService:
         return card
 
     def _on_ecard(self, card: Card) -> bool:
-        """Whether the e-card system holds this card's status. A card that pays from another
-        source (a bank co-branded card) has its status here alone: blocking it must not wait
-        for a system that does not know it."""
-        return card.funding_adapter == ADAPTER
+        """Whether an e-card system (``ecard``, or an instance such as ``ecard.backup``) holds
+        this card's status. A card that pays from another source (a bank co-branded card) has
+        its status here alone: blocking it must not wait for a system that does not know it."""
+        return card.funding_adapter.partition(".")[0] == ADAPTER
 
     async def report_lost(self, school_id: str, card_no: str, actor: str) -> Card:
         card = await self._card(school_id, card_no)
@@ -143,7 +146,7 @@ class CardStatusService:
         # is the safe side, and must not depend on another system answering.
         await self._mark(card, "lost", actor, "card.reported_lost")
         if self._on_ecard(card):
-            adapter = await self._adapter(school_id)
+            adapter = await self._adapter(school_id, card.funding_adapter)
             try:
                 await adapter.report_lost(card_no)
             except Exception as exc:
@@ -159,7 +162,7 @@ class CardStatusService:
         card = await self._card(school_id, card_no)
         if self._on_ecard(card):
             # unblocked only once the e-card system has unblocked it too
-            adapter = await self._adapter(school_id)
+            adapter = await self._adapter(school_id, card.funding_adapter)
             try:
                 await adapter.cancel_loss(card_no)
             except Exception as exc:
@@ -180,7 +183,7 @@ class CardStatusService:
                 "guardian's agreement for it (POST /v1/schools/{id}/cards with funding_source_id); "
                 "report the old card lost to block it",
             )
-        adapter = await self._adapter(school_id)
+        adapter = await self._adapter(school_id, old.funding_adapter)
         try:
             await adapter.replace_card(old_card_no, new_card_no)
         except Exception as exc:
@@ -220,7 +223,14 @@ class CardStatusService:
         async with self.db.transaction() as session:
             row = await session.get(Card, card.id, with_for_update=True)
             assert row is not None
-            row.status, row.status_changed_at = status, self.clock()
+            if row.status != status or row.status_changed_at is None:
+                row.status_changed_at = self.clock()  # a repeated report keeps the first time
+            row.status = status
+            # Newer than every e-card change seen so far, so replaying that history (a terminal
+            # reading the blacklist from 0, a feed reset) can never undo this; only a change the
+            # e-card makes from now on can.
+            seen = await session.get(BlacklistState, (row.school_id, ADAPTER))
+            row.status_version = max(row.status_version, seen.version if seen is not None else 0)
             if action:
                 await audit.append(
                     session,

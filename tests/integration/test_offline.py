@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from gateway.client import CampusPayClient, CampusPayError
+from gateway.store.models import Card
 from tests.bank_helpers import CARD, bind_co_branded_card
 from tests.harness import Harness
+from tests.routing_helpers import configure_ecard
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +200,42 @@ async def test_a_loss_report_blocks_the_card_even_when_the_ecard_does_not_answer
         assert again.status_code == 200 and again.json()["status"] == "lost"
         blacklist = await client.request("GET", "/v1/cards/blacklist", params={"since_version": 0})
     assert any(c["card_no"] == "31000001" and c["status"] == "lost" for c in blacklist.json()["changes"])
+
+
+async def test_a_card_blocked_here_stays_blocked_whatever_history_is_replayed(harness: Harness) -> None:
+    """A loss report the e-card did not confirm blocks the card at the gateway; a terminal reading
+    the blacklist from version 0 replays older e-card history (lost, then found), which must not
+    unblock it. And the card keeps the time it was first reported lost."""
+    base = f"/v1/schools/{harness.school_id}/cards"
+    card = {"card_no": "31000001"}
+    assert (await harness.admin("POST", f"{base}/report-lost", card)).status_code == 200
+    assert (await harness.admin("POST", f"{base}/cancel-loss", card)).json()["status"] == "active"
+    await harness.fault(operation="report_lost", action="error_500")
+    assert (await harness.admin("POST", f"{base}/report-lost", card)).status_code == 502
+    first_reported = datetime.now(UTC)
+    async with harness.client() as client:
+        replay = await client.request("GET", "/v1/cards/blacklist", params={"since_version": 0})
+        assert replay.status_code == 200
+        refused = await client.create_payment(**harness.payment())
+        assert refused.body["failure_code"] == "card_reported_lost"
+        await asyncio.sleep(1.1)  # the e-card confirms a moment later, with its own, later time
+        assert (await harness.admin("POST", f"{base}/report-lost", card)).json()["status"] == "lost"
+        made = (first_reported + timedelta(milliseconds=500)).isoformat()
+        body = (await _upload(client, [_record(harness, 60, occurred_at=made)])).json()
+    assert body["results"][0]["status"] == "held_for_review"
+    assert body["results"][0]["reason"] == "card_lost_before_record"
+    assert await harness.debits() == []
+
+
+async def test_a_card_of_a_second_ecard_merchant_is_reported_lost_there(harness: Harness) -> None:
+    backup = await configure_ecard(harness, "ecard.backup")
+    async with harness.services.db.transaction() as session:  # the school moved this card's account
+        await session.execute(update(Card).where(Card.last4 == "0006").values(funding_adapter="ecard.backup"))
+    cards = f"/v1/schools/{harness.school_id}/cards"
+    r = await harness.admin("POST", f"{cards}/report-lost", {"card_no": "31000006"})
+    assert r.status_code == 200 and r.json()["status"] == "lost"
+    merchants = "/_control/ecard/merchants"
+    at_backup = await harness.sandbox.get(f"{merchants}/{backup['merchant_id']}/cards/31000006")
+    assert at_backup.json()["status"] == "LOST"  # offline terminals of that merchant learn it too
+    at_main = await harness.sandbox.get(f"{merchants}/{harness.merchant_id}/cards/31000006")
+    assert at_main.json()["status"] == "ACTIVE"
