@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters.ecard.types import OfflineRecord as EcardOfflineRecord
-from gateway.errors import BadGateway
+from gateway.errors import BadGateway, Unprocessable
 from gateway.idempotency.service import Claim, IdempotencyService
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
@@ -140,7 +140,13 @@ class OfflineService:
                 ).scalars()
             )
         funding = {c.funding_adapter for c in cards.values() if c is not None}
-        offline_adapters = {name: await self._offline_adapter(school_id, name) for name in funding}
+        configured = {name: await self.providers.adapter(school_id, name) for name in funding}
+        unconfigured = {name for name, adapter in configured.items() if adapter is None}
+        # None: the funding source takes no offline uploads (a bank agreement, say)
+        offline_adapters: dict[str, Any] = {
+            name: adapter if hasattr(adapter, "upload_offline") else None
+            for name, adapter in configured.items()
+        }
         in_batch: dict[int, tuple[OfflineInput, str]] = {}
         to_send: list[tuple[int, OfflineInput, Card]] = []
         for index, record in enumerate(records):
@@ -182,8 +188,16 @@ class OfflineService:
                 continue
             assert card is not None
             taken_orders.add(record.merchant_order_id)
-            lost = card.status == "lost" and card.status_changed_at is not None
-            if lost and card.status_changed_at is not None and card.status_changed_at <= record.occurred_at:
+            lost_at = card.status_changed_at if card.status == "lost" else None
+            if card.funding_adapter in unconfigured:
+                # a school set-up error, not an answer about this sale: nothing is posted or
+                # stored, and the terminal keeps the batch and sends it again later
+                raise Unprocessable(
+                    "provider_not_configured",
+                    f"the school has no {card.funding_adapter} provider for card "
+                    f"…{card.last4}; nothing in this batch was posted",
+                )
+            if lost_at is not None and lost_at <= record.occurred_at:
                 results[index] = _held(seq, "card_lost_before_record")
             elif offline_adapters.get(card.funding_adapter) is None:
                 # e.g. a bank co-branded card: its funding source takes no offline uploads, and
@@ -191,36 +205,38 @@ class OfflineService:
                 results[index] = _held(seq, "funding_not_offline")
             else:
                 to_send.append((index, record, card))
-        provider_results: dict[int, dict[str, Any]] = {}
+        batch_id = new_id("ob")
+        stored: set[int] = set()
+        failure: BadGateway | None = None
         for name in sorted({card.funding_adapter for _, _, card in to_send}):
-            batch = [(r, c) for _, r, c in to_send if c.funding_adapter == name]
-            sent = await self._send(offline_adapters[name], name, school_id, device_id, batch)
-            provider_results.update(sent)
-        async with self.db.transaction() as session:
-            batch_id = new_id("ob")
-            for index, record, card in to_send:
-                answer = provider_results.get(record.terminal_seq, {})
-                status = str(answer.get("status", "")).lower()
-                seq = record.terminal_seq
-                if status in ("posted", "duplicate"):
-                    payment_id = await self._record_payment(
-                        session, school_id, device_id, record, card, answer, now
+            group = [(i, r, c) for i, r, c in to_send if c.funding_adapter == name]
+            try:
+                answers = await self._send(
+                    offline_adapters[name], name, school_id, device_id, [(r, c) for _, r, c in group]
+                )
+            except BadGateway as exc:
+                failure = failure or exc
+                continue
+            # Each provider's answers are kept at once, in their own transaction: money one
+            # provider moved is recorded even if another provider of the batch fails.
+            async with self.db.transaction() as session:
+                for index, record, card in group:
+                    results[index] = await self._posted(
+                        session, school_id, device_id, record, card, answers.get(record.terminal_seq, {}), now
                     )
-                    if payment_id is None:
-                        # a payment for this order appeared meanwhile (an online sale, a batch
-                        # sent at the same time): the money moved, so someone must look at it
-                        results[index] = _held(seq, "order_conflict")
-                    else:
-                        results[index] = {"terminal_seq": seq, "status": "posted", "payment_id": payment_id}
-                elif status == "held_for_review":
-                    reason = answer.get("reason") or "provider_review"
-                    results[index] = {"terminal_seq": seq, "status": status, "reason": reason}
-                else:
-                    reason = str(answer.get("reason") or "provider_rejected").lower()
-                    results[index] = {"terminal_seq": seq, "status": "rejected", "reason": reason}
+                    await self._store_record(
+                        session, school_id, device_id, batch_id, record, digests[index], results[index], prior
+                    )
+                    stored.add(index)
+        if failure is not None:
+            # Nothing else is stored and the key is released: the retry re-sends only what no
+            # provider has answered yet (the rest answers duplicate), each provider de-duplicating.
+            raise failure
+        async with self.db.transaction() as session:
             for index, (record, result) in enumerate(zip(records, results, strict=True)):
-                if result["status"] == "duplicate" or result.get("reason") == "sequence_reused":
-                    continue  # the sale on file stays as it was
+                on_file = result["status"] == "duplicate" or result.get("reason") == "sequence_reused"
+                if index in stored or on_file:
+                    continue  # stored above, or the sale on file stays as it was
                 await self._store_record(
                     session, school_id, device_id, batch_id, record, digests[index], result, prior
                 )
@@ -246,10 +262,30 @@ class OfflineService:
         gaps += [{"from": a + 1, "to": b - 1} for a, b in itertools.pairwise(unique) if b > a + 1]
         return {"batch_id": batch_id, "results": results, "counts": counts, "gaps": gaps}
 
-    async def _offline_adapter(self, school_id: str, name: str) -> Any:
-        """The school's adapter ``name`` if it takes offline uploads, else None."""
-        adapter: Any = await self.providers.adapter(school_id, name)
-        return adapter if adapter is not None and hasattr(adapter, "upload_offline") else None
+    async def _posted(
+        self,
+        session: Any,
+        school_id: str,
+        device_id: str,
+        record: OfflineInput,
+        card: Card,
+        answer: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The provider's answer to one sent record, as the terminal sees it."""
+        status = str(answer.get("status", "")).lower()
+        seq = record.terminal_seq
+        if status in ("posted", "duplicate"):
+            payment_id = await self._record_payment(session, school_id, device_id, record, card, answer, now)
+            if payment_id is None:
+                # a payment for this order appeared meanwhile (an online sale, a batch sent at
+                # the same time): the money moved, so someone must look at it
+                return _held(seq, "order_conflict")
+            return {"terminal_seq": seq, "status": "posted", "payment_id": payment_id}
+        if status == "held_for_review":
+            return _held(seq, answer.get("reason") or "provider_review")
+        reason = str(answer.get("reason") or "provider_rejected").lower()
+        return {"terminal_seq": seq, "status": "rejected", "reason": reason}
 
     async def _store_record(
         self,

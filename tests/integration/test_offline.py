@@ -13,7 +13,7 @@ from gateway.client import CampusPayClient, CampusPayError
 from gateway.store.models import Card
 from tests.bank_helpers import CARD, bind_co_branded_card
 from tests.harness import Harness
-from tests.routing_helpers import configure_ecard
+from tests.routing_helpers import configure_ecard, debits
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +239,38 @@ async def test_a_card_of_a_second_ecard_merchant_is_reported_lost_there(harness:
     assert at_backup.json()["status"] == "LOST"  # offline terminals of that merchant learn it too
     at_main = await harness.sandbox.get(f"{merchants}/{harness.merchant_id}/cards/31000006")
     assert at_main.json()["status"] == "ACTIVE"
+
+
+async def test_what_one_provider_posted_is_kept_when_another_fails(harness: Harness) -> None:
+    """A batch spanning two e-card merchants: the first posts, the second cannot be reached
+    with its settings. The first one's sale is recorded at once; the retry with the same key
+    re-sends only the other, and every sale is charged exactly once."""
+    nowhere = {"merchant_id": "M-NOPE", "secret": "x" * 32}
+    backup = await configure_ecard(harness, "ecard.backup", merchant=nowhere)
+    async with harness.services.db.transaction() as session:
+        await session.execute(update(Card).where(Card.last4 == "0006").values(funding_adapter="ecard.backup"))
+    records = [_record(harness, 70), _record(harness, 71, card="31000006", amount=650)]
+    async with harness.client() as client:
+        failed = await _upload(client, records, key="two-merchants")
+        assert failed.status_code == 502, failed.text
+        kept = await client.request("GET", "/v1/payments", params={"merchant_order_id": "off-70"})
+        assert [p["status"] for p in kept.json()["data"]] == ["succeeded"]
+        real = await configure_ecard(harness, "ecard.backup")  # the school fixes the settings
+        done = (await _upload(client, records, key="two-merchants")).json()
+    assert [(r["terminal_seq"], r["status"]) for r in done["results"]] == [(70, "duplicate"), (71, "posted")]
+    assert done["results"][0]["payment_id"] == kept.json()["data"][0]["id"]
+    assert [d["amount"] for d in await harness.debits()] == [800]
+    assert [d["amount"] for d in await debits(harness, real["merchant_id"])] == [650]
+    assert backup["merchant_id"] == "M-NOPE"
+
+
+async def test_a_card_whose_provider_is_not_configured_refuses_the_batch_whole(harness: Harness) -> None:
+    async with harness.services.db.transaction() as session:
+        moved = update(Card).where(Card.last4 == "0006").values(funding_adapter="ecard.nowhere")
+        await session.execute(moved)
+    async with harness.client() as client:
+        records = [_record(harness, 80), _record(harness, 81, card="31000006")]
+        refused = await _upload(client, records, key="not-configured")
+        assert refused.status_code == 422 and refused.json()["code"] == "provider_not_configured"
+        kept = await client.request("GET", "/v1/payments", params={"merchant_order_id": "off-80"})
+    assert kept.json()["data"] == [] and await harness.debits() == []
