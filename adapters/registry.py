@@ -8,7 +8,7 @@ because someone installed a package.
 Instances: ``<name>.<instance>`` (e.g. ``ecard.backup``) is the adapter ``<name>`` under another
 name, so a school can configure a second merchant or endpoint of the same provider -- with its
 own settings, breaker and routing entries -- without code. ``<instance>`` is 1-20 of
-``[a-z0-9-]``.
+``[a-z0-9-]``, starting and ending with a letter or digit. Plugins cannot register dotted names.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from adapters.base import Adapter, AdapterFactory, Capabilities, ProviderConfig
 __all__ = ["ENTRY_POINT_GROUP", "AdapterRegistry", "UnknownAdapter", "default_registry"]
 
 ENTRY_POINT_GROUP = "campuspay.adapters"
-_INSTANCE = re.compile(r"[a-z0-9-]{1,20}")
+_INSTANCE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?")
 log = logging.getLogger(__name__)
 
 
@@ -75,6 +75,10 @@ class AdapterRegistry:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in self._factories:
                 continue  # built-ins (and the project's own entry points) win
+            if "." in ep.name:
+                # dotted names are instances of registered adapters: a plugin must not take one
+                log.warning("entry point %s has a dot in its name (reserved for instances); ignored", ep.name)
+                continue
             cls = ep.load()
             caps = getattr(cls, "capabilities", None)
             if not isinstance(caps, Capabilities):

@@ -82,6 +82,15 @@ class OfflineService:
     async def upload(
         self, school_id: str, device_id: str, records: Sequence[OfflineInput], claim: Claim
     ) -> dict[str, Any]:
+        # One upload per device at a time, across processes: its checks of orders and sequence
+        # numbers hold until its answers are stored, so two batches sent at once (other keys,
+        # same order) cannot both be charged.
+        async with self.db.exclusive(f"offline-upload:{device_id}"):
+            return await self._upload(school_id, device_id, records, claim)
+
+    async def _upload(
+        self, school_id: str, device_id: str, records: Sequence[OfflineInput], claim: Claim
+    ) -> dict[str, Any]:
         now = self.clock()
         results: list[dict[str, Any]] = [{} for _ in records]  # answered record by record, in order
         digests = [card_fingerprint(self.keyring, school_id, r.card_no) for r in records]

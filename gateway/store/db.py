@@ -8,6 +8,7 @@ the audit chain and idempotency claims stay serial. PostgreSQL uses row locks in
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -55,6 +56,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._locks: dict[str, asyncio.Lock] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -65,6 +67,28 @@ class Database:
         """One unit of work: commit on success, roll back on any exception."""
         async with self.sessionmaker() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Mutual exclusion on ``name`` across every process on this database, held across
+        provider calls (no transaction stays open meanwhile). PostgreSQL: a session-level
+        advisory lock on a connection of its own, released with the connection even if this
+        process dies. SQLite: the embedded database serves one process, so a process-local
+        lock is the whole story."""
+        if self.is_sqlite:
+            lock = self._locks.setdefault(name, asyncio.Lock())
+            async with lock:
+                yield
+            return
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                await conn.commit()
 
     async def migrate(self) -> None:
         await asyncio.to_thread(run_migrations, self.url)

@@ -274,3 +274,18 @@ async def test_a_card_whose_provider_is_not_configured_refuses_the_batch_whole(h
         assert refused.status_code == 422 and refused.json()["code"] == "provider_not_configured"
         kept = await client.request("GET", "/v1/payments", params={"merchant_order_id": "off-80"})
     assert kept.json()["data"] == [] and await harness.debits() == []
+
+
+async def test_two_batches_sent_at_once_charge_one_order_once(harness: Harness) -> None:
+    """Other keys and sequence numbers, one order: uploads of one device run one at a time, so
+    the second sees the first's sale and is refused before anything is sent."""
+    async with harness.client() as client:
+        first, second = await asyncio.gather(
+            _upload(client, [_record(harness, 90, merchant_order_id="same-order")], key="at-once-1"),
+            _upload(client, [_record(harness, 91, merchant_order_id="same-order")], key="at-once-2"),
+        )
+    answers = sorted(
+        (r.json()["results"][0]["status"], r.json()["results"][0].get("reason")) for r in (first, second)
+    )
+    assert answers == [("posted", None), ("rejected", "duplicate_order")]
+    assert [d["amount"] for d in await harness.debits()] == [800]

@@ -65,3 +65,24 @@ def test_a_plugin_cannot_shadow_a_builtin(tmp_path: Path, monkeypatch: pytest.Mo
     registry = default_registry()
     assert registry.capabilities("ecard") is EcardAdapter.capabilities
     sys.modules.pop("campuspay_plugin_demo", None)
+
+
+def test_instance_names_resolve_to_their_adapter_and_odd_ones_are_refused() -> None:
+    registry = default_registry(plugins=False)
+    for name in ("ecard.backup", "ecard.b", "bank.branch-2", "ecard.a1b2c3d4e5f6g7h8i9j0"):
+        assert name in registry, name
+    assert registry.capabilities("ecard.backup") is EcardAdapter.capabilities
+    odd = ("ecard.", "ecard.-", "ecard.--", "ecard.-x", "ecard.x-", "ecard.Backup", "ecard.a.b", "nope.x")
+    for name in odd:
+        assert name not in registry, name
+        with pytest.raises(UnknownAdapter):
+            registry.capabilities(name)
+    assert list(registry) == ["alipay", "bank", "ecard"]  # instances are not listed as adapters
+
+
+def test_a_plugin_cannot_take_an_instance_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_plugin(tmp_path, "ecard.backup", "campuspay_plugin_demo:DemoBank")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = default_registry()
+    assert registry.capabilities("ecard.backup") is EcardAdapter.capabilities
+    sys.modules.pop("campuspay_plugin_demo", None)
