@@ -167,6 +167,11 @@ class Resolver:
                 await repo.schedule(payment.id, self.clock() + self.backoff(payment.recovery_attempts))
 
     async def _reversed(self, payment: Payment, *, actor: str, provider_code: str | None = None) -> None:
+        # Decided on the row as it is now, not on the caller's copy: a terminal's cancel may have
+        # been requested (or a success landed) while a worker was stepping an older snapshot.
+        async with self.db.transaction() as session:
+            fresh = await PaymentRepository(session, self.clock).get(payment.id)
+        payment = fresh if fresh is not None else payment
         if payment.status == "succeeded" or payment.reversal_requested == REVERSAL_BY_TERMINAL:
             await self.finish(
                 payment.id,
