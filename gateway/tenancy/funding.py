@@ -148,13 +148,7 @@ class FundingService:
         Revoking twice is a no-op. The e-card account is not revocable: the card path must keep
         working (COMPLIANCE.md); report a card lost or bind it elsewhere instead."""
         async with self.db.transaction() as session:
-            source = (
-                await session.execute(
-                    select(FundingSource)
-                    .where(FundingSource.id == source_id, FundingSource.school_id == school_id)
-                    .with_for_update()
-                )
-            ).scalar_one_or_none()
+            source = await self._get(session, school_id, source_id, lock=True)
             if source is None:
                 raise NotFound("no such funding source")
             if source.kind != "bank_agreement":
@@ -177,14 +171,14 @@ class FundingService:
             return source
 
     @staticmethod
-    async def _get(session: AsyncSession, school_id: str, source_id: str) -> FundingSource | None:
-        return (
-            await session.execute(
-                select(FundingSource).where(
-                    FundingSource.id == source_id, FundingSource.school_id == school_id
-                )
-            )
-        ).scalar_one_or_none()
+    async def _get(
+        session: AsyncSession, school_id: str, source_id: str, *, lock: bool = False
+    ) -> FundingSource | None:
+        mine = (FundingSource.id == source_id, FundingSource.school_id == school_id)
+        stmt = select(FundingSource).where(*mine)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await session.execute(stmt)).scalar_one_or_none()
 
     @staticmethod
     async def _student(session: AsyncSession, school_id: str, student_id: str) -> Student:
