@@ -27,7 +27,9 @@ async def _get(h: Harness, device: object = None) -> int:
 async def test_a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with start_harness(database_url=database_url, data_dir=tmp_path, device_rate_limit="3/second") as h:
+    # a window of seconds, not one: the three requests must fall into it even on a busy machine
+    rate = "3 per 5 seconds"
+    async with start_harness(database_url=database_url, data_dir=tmp_path, device_rate_limit=rate) as h:
         assert h.device is not None
         other = await h.new_device("hmac-sha256")
         assert [await _get(h) for _ in range(3)] == [200, 200, 200]
@@ -35,8 +37,8 @@ async def test_a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_s
         refused = await h.gateway.send(attempt.request(h.device))
         body = assert_problem(refused, 429, "rate_limited")
         retry_after = int(refused.headers["retry-after"])
-        assert 1 <= retry_after <= 2, retry_after
-        assert "3 requests per 1 second" in body["detail"]
+        assert 1 <= retry_after <= 5, retry_after
+        assert "3 requests per 5 second" in body["detail"]
         await attempt.assert_nothing_written(0)
         assert await _get(h, other) == 200  # each device has its own budget
         await asyncio.sleep(retry_after + 1)
