@@ -232,6 +232,10 @@ class PaymentService:
                     raise Conflict(
                         "duplicate_order", f"payment {live.id} already holds this order", payment_id=live.id
                     )
+                if await repo.order_held_offline(caller.device_id, data.merchant_order_id):
+                    # the sale was made offline and waits for review; charging it online too could
+                    # take the money twice once the review posts it
+                    raise Conflict("duplicate_order", "an offline record of this order is held for review")
                 session.add(payment)
                 await session.flush()
                 if payment.status == "processing":

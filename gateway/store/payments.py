@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.store.models import Payment, PaymentAttempt, Refund, utcnow
+from gateway.store.models import OfflineRecord, Payment, PaymentAttempt, Refund, utcnow
 
 __all__ = ["PaymentRepository"]
 
@@ -36,6 +36,16 @@ class PaymentRepository:
             Payment.status != "failed",
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def order_held_offline(self, device_id: str, merchant_order_id: str) -> bool:
+        held = await self.session.scalar(
+            select(OfflineRecord.id).where(
+                OfflineRecord.device_id == device_id,
+                OfflineRecord.merchant_order_id == merchant_order_id,
+                OfflineRecord.status == "held_for_review",
+            )
+        )
+        return held is not None
 
     async def for_order(self, device_id: str, merchant_order_id: str) -> Sequence[Payment]:
         stmt = (

@@ -289,3 +289,16 @@ async def test_two_batches_sent_at_once_charge_one_order_once(harness: Harness) 
     )
     assert answers == [("posted", None), ("rejected", "duplicate_order")]
     assert [d["amount"] for d in await harness.debits()] == [800]
+
+
+async def test_an_order_held_offline_is_not_charged_again_online(harness: Harness) -> None:
+    await bind_co_branded_card(harness)
+    async with harness.client() as client:
+        held = (await _upload(client, [_record(harness, 95, card=CARD, merchant_order_id="t-95")])).json()
+        assert held["results"][0]["status"] == "held_for_review"
+        online = harness.payment(merchant_order_id="t-95", credential={"card_no": CARD})
+        with pytest.raises(CampusPayError) as err:
+            await client.create_payment(**online)
+    assert err.value.code == "duplicate_order"
+    bank = await harness.sandbox.get("/_control/events", params={"provider": "bank", "kind": "bank.debit"})
+    assert bank.json()["events"] == []
