@@ -164,13 +164,13 @@ async def _settled(w: World, body: dict[str, Any], key: str) -> dict[str, Any]:
     raise AssertionError("payment never settled")
 
 
-@pytest.mark.parametrize(
-    "world", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
-async def test_gateway_killed_after_the_provider_charged(world: World) -> None:
+async def _kill_while_paying(world: World, order: str, amount: int, fault: dict[str, Any], sign: str) -> Any:
+    """Start a gateway, pay with the e-card holding the consume as ``fault`` says, SIGKILL the
+    gateway as soon as the sandbox logs ``sign``, then restart it on the same database and ask
+    again (same Idempotency-Key) until the payment is final. Returns the final payment."""
     body = {
-        "merchant_order_id": "kill-1",
-        "amount": 1500,
+        "merchant_order_id": order,
+        "amount": amount,
         "method": "card",
         "credential": {"card_no": CARD},
         "store_id": "",
@@ -179,45 +179,35 @@ async def test_gateway_killed_after_the_provider_charged(world: World) -> None:
     with world.gateway() as gateway:
         await seed(world)
         body["store_id"] = world.store_id
-        # The e-card applies the debit, then holds its answer: the gateway is killed while waiting.
-        await world.fault(operation="consume", action="delay_after_apply", delay_ms=20_000)
+        await world.fault(operation="consume", **fault)
         async with world.client() as client:
             pending = asyncio.create_task(client.create_payment(**body, idempotency_key=key))
-            await _wait_for(lambda: _has(world, "ecard.debit"))
+            await _wait_for(lambda: _has(world, sign))
             kill_hard(gateway)
             with pytest.raises(httpx.HTTPError):
                 await pending
     with world.gateway():  # restarted on the same database: the resumer finds the payment
-        final = await _settled(world, body, key)
+        return await _settled(world, body, key)
+
+
+@pytest.mark.parametrize(
+    "world", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_gateway_killed_after_the_provider_charged(world: World) -> None:
+    # The e-card applies the debit, then holds its answer: the gateway is killed while waiting.
+    hold = {"action": "delay_after_apply", "delay_ms": 20_000}
+    final = await _kill_while_paying(world, "kill-1", 1500, hold, "ecard.debit")
     assert final["status"] == "succeeded"
     assert len(await world.events("ecard.debit")) == 1
     assert await world.balance() == 100_000 - 1500
 
 
 async def test_gateway_killed_before_the_charge_landed(world: World) -> None:
-    body = {
-        "merchant_order_id": "kill-2",
-        "amount": 900,
-        "method": "card",
-        "credential": {"card_no": CARD},
-        "store_id": "",
-    }
-    key = "key-" + secrets.token_hex(8)
-    with world.gateway() as gateway:
-        await seed(world)
-        body["store_id"] = world.store_id
-        # The e-card holds the consume for 10 s before applying it: it lands long after the kill.
-        await world.fault(operation="consume", action="delay", delay_ms=10_000)
-        async with world.client() as client:
-            pending = asyncio.create_task(client.create_payment(**body, idempotency_key=key))
-            await _wait_for(lambda: _has(world, "fault"))
-            kill_hard(gateway)
-            with pytest.raises(httpx.HTTPError):
-                await pending
-    with world.gateway():
-        final = await _settled(world, body, key)
-        # Outlive the hold: should the held consume still be processed, it meets the reversal.
-        await asyncio.sleep(6)
+    # The e-card holds the consume for 10 s before applying it: it lands long after the kill.
+    hold = {"action": "delay", "delay_ms": 10_000}
+    final = await _kill_while_paying(world, "kill-2", 900, hold, "fault")
+    # Outlive the hold: should the held consume still be processed, it meets the reversal.
+    await asyncio.sleep(6)
     assert final["status"] == "failed" and final["failure_code"] == "outcome_unknown_reversed"
     assert await world.events("ecard.debit") == []
     assert [d.get("code") for d in await world.events("ecard.decline")] in ([], ["ORDER_REVERSED"])
