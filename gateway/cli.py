@@ -171,6 +171,83 @@ def demo(
 
 
 @app.command()
+def bench(
+    payments: Annotated[int, typer.Option(min=2, max=100_000, help="Payments per path")] = 400,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Payments in flight at once")] = 8,
+    face_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share paid by face")] = 0.3,
+    processes: Annotated[
+        int, typer.Option(min=1, max=16, help="Gateway processes (more than one: PostgreSQL + Redis)")
+    ] = 1,
+    postgres: Annotated[bool, typer.Option(help="PostgreSQL + Redis even with one process")] = False,
+    pg_admin_url: Annotated[
+        str, typer.Option(help="PostgreSQL to create the bench's database in (dropped afterwards)")
+    ] = "postgresql://postgres@127.0.0.1:5432/test",
+    redis_url: Annotated[str, typer.Option(help="Redis (keys under a prefix of the run's own)")] = (
+        "redis://127.0.0.1:6379/0"
+    ),
+    sdk: Annotated[bool, typer.Option(help="The official-SDK path (needs port 80)")] = True,
+    warmup: Annotated[int, typer.Option(min=0, help="Unmeasured payments per method first")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the queue")] = 1,
+    keep: Annotated[bool, typer.Option(help="Keep the work directory (logs, database)")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure as JSON")] = None,
+) -> None:
+    """The side-by-side benchmark: bare adapter calls, the gateway, and the official Alipay SDK
+    (docs/performance.md)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gateway.bench import BenchOptions, run_bench
+    from gateway.bench.report import print_report
+
+    options = BenchOptions(
+        payments=payments,
+        concurrency=concurrency,
+        face_share=face_share,
+        processes=processes,
+        postgres=postgres,
+        pg_admin_url=pg_admin_url,
+        redis_url=redis_url,
+        sdk=sdk,
+        warmup=warmup,
+        seed=seed,
+        keep=keep,
+    )
+    console = Console()
+    with Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)  # type: ignore[arg-type]
+
+        try:
+            report = run_bench(options, progress)
+        except (RuntimeError, OSError) as exc:
+            console.print(f"[red]bench: {exc}[/red]")
+            raise typer.Exit(2) from exc
+    print_report(report, console)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote {json_out}")
+    errors = sum(
+        figures.get("errors", 0)
+        for methods in report["paths"].values()
+        for figures in methods.values()
+        if isinstance(figures, dict)
+    )
+    if errors:
+        console.print(f"[red]{errors} payments ended in errors[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
 def openapi(
     output: Annotated[Path, typer.Option(help="Where to write the document")] = Path("openapi/gateway.json"),
 ) -> None:

@@ -78,7 +78,11 @@ def _rsa_app_key() -> tuple[str, str]:
 
 
 async def _seed_face(
-    services: Services, sandbox: httpx.AsyncClient, school_id: str, students: dict[str, str]
+    services: Services,
+    sandbox: httpx.AsyncClient,
+    sandbox_base: str,
+    school_id: str,
+    students: dict[str, str],
 ) -> list[dict[str, Any]]:
     """Alipay face payment against the in-process sandbox: an app, a notice, consents, enrolments.
 
@@ -90,7 +94,7 @@ async def _seed_face(
     await services.providers.put(
         school_id,
         "alipay",
-        endpoint=f"{settings.public_base_url}/sandbox/alipay/gateway.do",
+        endpoint=f"{sandbox_base}/alipay/gateway.do",
         credentials={
             "app_id": registered["app_id"],
             "app_private_key": private_pem,
@@ -157,10 +161,20 @@ async def _seed_face(
     return users
 
 
-async def seed_demo(services: Services, data_dir: Path, sandbox: httpx.AsyncClient | None = None) -> Path:
+async def seed_demo(
+    services: Services,
+    data_dir: Path,
+    sandbox: httpx.AsyncClient | None = None,
+    *,
+    sandbox_base_url: str | None = None,
+) -> Path:
+    """Seed the demo school and write demo.json. The providers point at the sandbox mounted in
+    this gateway (``<public_base_url>/sandbox``) unless ``sandbox_base_url`` names a standalone
+    one (``campuspay bench`` runs the sandbox as a process of its own)."""
     path = data_dir / "demo.json"
     existing = await _existing(services, path)
     settings = services.settings
+    sandbox_base = sandbox_base_url or f"{settings.public_base_url}/sandbox"
     if existing is not None:
         if existing.get("base_url") == settings.public_base_url:
             return path
@@ -184,7 +198,7 @@ async def seed_demo(services: Services, data_dir: Path, sandbox: httpx.AsyncClie
     await services.providers.put(
         school.id,
         "ecard",
-        endpoint=f"{settings.public_base_url}/sandbox/ecard",
+        endpoint=f"{sandbox_base}/ecard",
         credentials={"merchant_id": ECARD_DEFAULT_MERCHANT_ID, "secret": ECARD_DEFAULT_SECRET},
         options={},
         actor=ACTOR,
@@ -234,14 +248,16 @@ async def seed_demo(services: Services, data_dir: Path, sandbox: httpx.AsyncClie
         ],
         "cards": cards,
         "face": {
-            "users": await _seed_face(services, sandbox, school.id, students) if sandbox is not None else [],
+            "users": await _seed_face(services, sandbox, sandbox_base, school.id, students)
+            if sandbox is not None
+            else [],
             "mint_token": {
                 "method": "POST",
-                "url": f"{settings.public_base_url}/sandbox/face/test-tokens",
+                "url": f"{sandbox_base}/face/test-tokens",
                 "body": {"school": FACE_GROUP, "student": "<student>"},
             },
         },
-        "sandbox_control": f"{settings.public_base_url}/sandbox/_control",
+        "sandbox_control": f"{sandbox_base}/_control",
     }
     await asyncio.to_thread(_write, path, demo)
     return path

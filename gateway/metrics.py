@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["HTTP_LATENCY", "PAYMENTS", "REGISTRY"]
+__all__ = ["DB_STATEMENTS", "DB_TRANSACTIONS", "HTTP_LATENCY", "PAYMENTS", "REGISTRY"]
 
 REGISTRY = CollectorRegistry()
 HTTP_LATENCY = Histogram(
@@ -16,3 +16,6 @@ PAYMENTS = Counter(
     ["method", "status"],
     registry=REGISTRY,
 )
+# What a payment costs in database round trips; `campuspay bench` divides these by payments.
+DB_STATEMENTS = Counter("campuspay_db_statements", "SQL statements sent to the database", registry=REGISTRY)
+DB_TRANSACTIONS = Counter("campuspay_db_transactions", "Database transactions begun", registry=REGISTRY)

@@ -20,6 +20,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from gateway.metrics import DB_STATEMENTS, DB_TRANSACTIONS
+
 __all__ = ["Database", "run_migrations"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -40,6 +42,14 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _count_statement(*_args: Any) -> None:
+    DB_STATEMENTS.inc()
+
+
+def _count_transaction(*_args: Any) -> None:
+    DB_TRANSACTIONS.inc()
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
@@ -55,6 +65,8 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _count_statement)
+        event.listen(self.engine.sync_engine, "begin", _count_transaction)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._locks: dict[str, asyncio.Lock] = {}
 
