@@ -204,6 +204,7 @@ class _Run:
 
     async def _seed(self, env: dict[str, str]) -> None:
         from gateway.app import create_app
+        from gateway.auth.tokens import new_token
         from gateway.demo import seed_demo
         from gateway.settings import Settings
 
@@ -215,6 +216,7 @@ class _Run:
             redis_prefix=self.redis_prefix,
             public_base_url=self.public,
             device_rate_limit=None,
+            bootstrap_token=new_token("platform"),  # given, so none is generated and printed
         )
         app = create_app(settings, run_workers=False)
         async with app.router.lifespan_context(app), httpx.AsyncClient(base_url=self.sandbox.url) as sandbox:
@@ -241,6 +243,18 @@ class _Run:
 
     # --- measuring ----------------------------------------------------------------------------
 
+    def fund_face_payer(self) -> None:
+        """Give the face payer's Alipay balance enough for any run, before each face phase, so
+        that every path pays and none is measured declining."""
+        from sandbox.testvalues import FACE_USERS
+
+        assert self.sandbox is not None
+        user = next(u for u in FACE_USERS if u.student == BENCH_PAYERS["face"].face_student)
+        r = httpx.put(
+            f"{self.sandbox.url}/_control/alipay/buyers/{user.user_id}", json={"balance": 10**12}, timeout=10
+        )
+        r.raise_for_status()
+
     def _cpu(self) -> dict[str, float]:
         assert self.sandbox is not None
         figures = {
@@ -253,6 +267,8 @@ class _Run:
 
     def gateway_phase(self, method: str, payments: int, seed: int) -> dict[str, Any]:
         share = 1.0 if method == "face" else 0.0
+        if method == "face":
+            self.fund_face_payer()
         demo_path = self.data_dir / "demo.json"
         before_cpu, before_db = self._cpu(), db_counters(g.url for g in self.gateways)
         done = 0
@@ -375,6 +391,8 @@ class _Run:
             },
             "queue": self._queue(method, payments, seed),
         }
+        if method == "face":
+            self.fund_face_payer()
         return self._child("gateway.bench.bare", spec, f"bare {method}")
 
     def _test_app(self) -> dict[str, str]:
@@ -398,6 +416,7 @@ class _Run:
             "queue": self._queue("face", payments, seed),
             **app,
         }
+        self.fund_face_payer()
         return self._child("gateway.bench.sdk", spec, "sdk face")
 
 
