@@ -34,9 +34,16 @@ class Clock:
 
     def __init__(self) -> None:
         self.offset = timedelta()
+        self.frozen: datetime | None = None
 
     def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
+        return (self.frozen or datetime.now(UTC)) + self.offset
+
+    def freeze(self) -> None:
+        """Stop the clock on a whole second, so a boundary test (a signature 301 s ahead of a
+        300 s window) cannot pass or fail by how long a busy machine takes between signing and
+        checking."""
+        self.frozen = datetime.now(UTC).replace(microsecond=0)
 
     def advance(self, **kwargs: float) -> None:
         self.offset += timedelta(**kwargs)

@@ -7,7 +7,6 @@ Idempotency-Key: a correctly signed retry with the same key then pays.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -146,6 +145,7 @@ REFUSALS: dict[str, tuple[Tamper, str]] = {
 async def test_refused_request_writes_nothing_and_the_key_stays_usable(harness: Harness, case: str) -> None:
     tamper, code = REFUSALS[case]
     assert harness.device is not None
+    harness.clock.freeze()
     attempt = _attempt(harness)
     debits_before = len(await harness.debits())
 
@@ -224,10 +224,12 @@ async def test_freshness_follows_the_gateway_clock(harness: Harness, seconds: in
     """Moving the gateway's clock makes a signature made by the host's clock stale, and a
     terminal that corrects its clock from the ``Date`` header is accepted again."""
     assert harness.device is not None
+    harness.clock.freeze()
+    host_now = int(harness.clock().timestamp())
     harness.clock.advance(seconds=seconds)
     attempt = _attempt(harness)
     debits_before = len(await harness.debits())
-    stale = attempt.request(harness.device, created=int(time.time()))
+    stale = attempt.request(harness.device, created=host_now)
     response = await harness.gateway.send(stale)
     assert_problem(response, 401, "signature_expired")
     await attempt.assert_nothing_written(debits_before)
