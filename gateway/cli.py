@@ -5,17 +5,27 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 import uvicorn
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["app"]
 
 app = typer.Typer(
     help="CampusPay: a payment gateway for schools.", no_args_is_help=True, add_completion=False
 )
+
+
+def _say(console: Console, message: str, *, style: str | None = None) -> None:
+    """One line for people and scripts alike: never wrapped at the terminal's width (a path or a
+    command to type must stay whole whatever COLUMNS is), and never read as rich markup (a path
+    may hold brackets)."""
+    console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -113,11 +123,11 @@ def demo(
         base_url = load_demo(demo_file)["base_url"]
         httpx.get(f"{base_url}/healthz", timeout=5).raise_for_status()
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
+        _say(console, str(exc), style="red")
         raise typer.Exit(2) from exc
     except httpx.HTTPError as exc:
         why = type(exc).__name__
-        console.print(f"[red]the gateway at {base_url} does not answer ({why}): is it running?[/red]")
+        _say(console, f"the gateway at {base_url} does not answer ({why}): is it running?", style="red")
         raise typer.Exit(2) from exc
 
     with Progress(
@@ -164,9 +174,9 @@ def demo(
     console.print(latency)
     if json_out is not None:
         json_out.write_text(json.dumps(figures, indent=2) + "\n")
-        console.print(f"wrote {json_out}")
+        _say(console, f"wrote {json_out}")
     if summary.errors:
-        console.print(f"[red]{summary.errors} payments could not be completed[/red]")
+        _say(console, f"{summary.errors} payments could not be completed", style="red")
         raise typer.Exit(1)
 
 
@@ -230,12 +240,12 @@ def bench(
         try:
             report = run_bench(options, progress)
         except (RuntimeError, OSError) as exc:
-            console.print(f"[red]bench: {exc}[/red]")
+            _say(console, f"bench: {exc}", style="red")
             raise typer.Exit(2) from exc
     print_report(report, console)
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"wrote {json_out}")
+        _say(console, f"wrote {json_out}")
     errors = sum(
         figures.get("errors", 0)
         for methods in report["paths"].values()
@@ -243,7 +253,7 @@ def bench(
         if isinstance(figures, dict)
     )
     if errors:
-        console.print(f"[red]{errors} payments ended in errors[/red]")
+        _say(console, f"{errors} payments ended in errors", style="red")
         raise typer.Exit(1)
 
 

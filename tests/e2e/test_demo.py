@@ -16,8 +16,10 @@ from tests.procs import CAMPUSPAY, ROOT, free_port, running
 pytestmark = pytest.mark.e2e
 
 
-def _demo(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
+def _demo(args: list[str], cwd: Path, *, columns: int = 120) -> subprocess.CompletedProcess[str]:
+    # The terminal the tests run in is not inherited: its width is the test's own choice.
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(PYTHONPATH=str(ROOT), COLUMNS=str(columns))
     command = [*CAMPUSPAY, "demo", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=120, check=False)
 
@@ -51,11 +53,16 @@ def test_a_lunch_rush_reports_what_the_providers_recorded(tmp_path: Path) -> Non
 
 
 def test_without_a_gateway_it_says_what_to_do(tmp_path: Path) -> None:
-    missing = _demo(["--demo-file", str(tmp_path / "nope.json")], tmp_path)
+    """Each message is one whole line even in a 40-column terminal: a command to type and a path
+    to look at are never split (they were wrapped at the terminal's width)."""
+    nope = tmp_path / "nope.json"
+    missing = _demo(["--demo-file", str(nope)], tmp_path, columns=40)
     assert missing.returncode == 2 and "campuspay serve --demo" in missing.stdout
+    assert str(nope) in missing.stdout and missing.stdout.count("\n") == 1, missing.stdout
     demo = tmp_path / "demo.json"
     demo.write_text(
         json.dumps({"base_url": f"http://127.0.0.1:{free_port()}", "devices": [], "stores": [], "cards": []})
     )
-    down = _demo(["--demo-file", str(demo)], tmp_path)
-    assert down.returncode == 2 and "does not answer" in down.stdout
+    down = _demo(["--demo-file", str(demo)], tmp_path, columns=40)
+    assert down.returncode == 2 and "does not answer" in down.stdout and "is it running?" in down.stdout
+    assert down.stdout.count("\n") == 1, down.stdout
