@@ -34,6 +34,7 @@ __all__ = [
     "idempotency_rows",
     "other_ed25519_key",
     "payment_rows",
+    "sign_with_library",
     "sign_without_nonce",
     "signed",
     "unsigned_copy",
@@ -132,6 +133,19 @@ class _Signable:
 
 def sign_without_nonce(h: Harness, creds: DeviceCredentials, request: httpx.Request) -> None:
     """A valid signature by ``creds`` that simply has no ``nonce`` parameter (library signer)."""
+    sign_with_library(h, creds, request)
+
+
+def sign_with_library(
+    h: Harness,
+    creds: DeviceCredentials,
+    request: httpx.Request,
+    *,
+    nonce: str | None = None,
+    expires: int | None = None,
+) -> None:
+    """A valid signature by ``creds`` made with the library's own signer, for parameters the
+    client never sends (no ``nonce``; an ``expires``), covering what the contract requires."""
     assert creds.alg == "ed25519" and creds.private_key_pem
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -142,12 +156,16 @@ def sign_without_nonce(h: Harness, creds: DeviceCredentials, request: httpx.Requ
     )
     body = request.read()
     covered = ["@method", "@target-uri"]
+    if body:
+        covered.append("content-digest")
     if "idempotency-key" in request.headers:
         covered.append("idempotency-key")
     signer.sign(
         _Signable(request.method, str(request.url), request.headers),
         key_id=creds.key_id,
         created=dt.datetime.fromtimestamp(gateway_now(h), tz=dt.UTC),
+        expires=None if expires is None else dt.datetime.fromtimestamp(expires, tz=dt.UTC),
+        nonce=nonce,
         label="sig1",
         covered_component_ids=tuple(covered),
         body=body or None,

@@ -20,7 +20,8 @@ IDEMPOTENCY_KEY = {
         "by the signature. A retry with the same key and body replays the first answer "
         "(`Idempotent-Replayed: true`)."
     ),
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    # The format validate_key enforces (gateway.idempotency.service): visible ASCII, 0x21-0x7E.
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
 }
 
 RATE_LIMITED = {

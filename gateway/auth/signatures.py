@@ -40,6 +40,7 @@ class SignatureParams:
     alg: str | None
     created: int
     nonce: str | None
+    expires: int | None
     components: tuple[str, ...]
 
 
@@ -51,11 +52,12 @@ class _Message:
 
 
 class _Verifier(HTTPMessageVerifier):
-    """The library's verifier without its own timestamp check.
+    """The library's verifier without its own timestamp checks.
 
-    The library compares ``created`` with the host's wall clock; the gateway checks it against
-    its own clock instead (``check_freshness``, the clock the ``Date`` header reports), so a
-    second, different notion of "now" must not refuse (or admit) a signature.
+    The library compares ``created`` and ``expires`` with the host's wall clock; the gateway
+    checks both against its own clock instead (``check_freshness``, the clock the ``Date``
+    header reports), so a second, different notion of "now" must not refuse (or admit) a
+    signature.
     """
 
     def validate_created_and_expires(self, sig_input: Any, max_age: Any = None) -> None:
@@ -90,12 +92,15 @@ def parse_signature_params(headers: Mapping[str, str]) -> SignatureParams:
     key_id, created = params.get("keyid"), params.get("created")
     if not isinstance(key_id, str) or type(created) is not int:
         raise Unauthorized("signature_malformed", "keyid and created are required")
-    alg, nonce = params.get("alg"), params.get("nonce")
+    alg, nonce, expires = params.get("alg"), params.get("nonce"), params.get("expires")
+    if expires is not None and type(expires) is not int:
+        raise Unauthorized("signature_malformed", "expires must be an integer")
     return SignatureParams(
         key_id=key_id,
         alg=alg if isinstance(alg, str) else None,
         created=created,
         nonce=nonce if isinstance(nonce, str) else None,
+        expires=expires,
         components=tuple(str(item[0]) for item in members),
     )
 
@@ -103,6 +108,12 @@ def parse_signature_params(headers: Mapping[str, str]) -> SignatureParams:
 def check_freshness(params: SignatureParams, now: dt.datetime, max_skew: int) -> None:
     if abs(now.timestamp() - params.created) > max_skew:
         raise Unauthorized("signature_expired", f"created must be within {max_skew} s of the gateway's clock")
+    # The signer may cut the window short (RFC 9421 section 2.3): past ``expires`` it is over,
+    # however recent ``created`` is.
+    if params.expires is not None and now.timestamp() >= params.expires:
+        raise Unauthorized(
+            "signature_expired", "the signature's expires time has passed on the gateway's clock"
+        )
     if not params.nonce:
         raise Unauthorized("nonce_missing")
 

@@ -26,6 +26,7 @@ from tests.signing_helpers import (
     dump,
     gateway_now,
     other_ed25519_key,
+    sign_with_library,
     sign_without_nonce,
     signed,
     unsigned_copy,
@@ -63,6 +64,17 @@ def _signed_for_path(path: str) -> Tamper:
     def tamper(h: Harness, a: Attempt, c: DeviceCredentials) -> httpx.Request:
         other = signed(h, c, "POST", path, body=a.body, idempotency_key=a.key)
         return httpx.Request("POST", a.request(c).url, content=other.content, headers=other.headers)
+
+    return tamper
+
+
+def _expiring(seconds_from_now: int) -> Tamper:
+    """A perfect signature whose ``expires`` is ``seconds_from_now`` on the gateway's clock."""
+
+    def tamper(h: Harness, a: Attempt, c: DeviceCredentials) -> httpx.Request:
+        request = build("POST", "/v1/payments", body=a.body, idempotency_key=a.key)
+        sign_with_library(h, c, request, nonce=new_nonce(), expires=gateway_now(h) + seconds_from_now)
+        return request
 
     return tamper
 
@@ -123,6 +135,15 @@ REFUSALS: dict[str, tuple[Tamper, str]] = {
     ),
     "created-301s-ago": (lambda h, a, c: a.request(c, created=gateway_now(h) - 301), "signature_expired"),
     "created-301s-ahead": (lambda h, a, c: a.request(c, created=gateway_now(h) + 301), "signature_expired"),
+    "expires-passed": (_expiring(-1), "signature_expired"),
+    "expires-now": (_expiring(0), "signature_expired"),
+    "expires-not-an-integer": (
+        lambda h, a, c: unsigned_copy(
+            a.request(c),
+            set_headers={"Signature-Input": a.request(c).headers["signature-input"] + ';expires="x"'},
+        ),
+        "signature_malformed",
+    ),
     "no-nonce-parameter": (_no_nonce, "nonce_missing"),
     "empty-nonce": (lambda h, a, c: a.request(c, nonce=""), "nonce_missing"),
     "alg-claims-hmac-for-ed25519-key": (
@@ -206,6 +227,14 @@ async def test_refused_signature_does_not_burn_the_nonce(harness: Harness) -> No
     forged = attempt.request(other_ed25519_key(harness.device), nonce=nonce)
     assert_problem(await harness.gateway.send(forged), 401, "signature_invalid")
     response = await harness.gateway.send(attempt.request(harness.device, nonce=nonce))
+    assert response.status_code == 201, response.text
+
+
+async def test_a_signature_expiring_later_is_accepted(harness: Harness) -> None:
+    assert harness.device is not None
+    harness.clock.freeze()
+    attempt = _attempt(harness)
+    response = await harness.gateway.send(_expiring(5)(harness, attempt, harness.device))
     assert response.status_code == 201, response.text
 
 

@@ -149,14 +149,27 @@ async def test_notifications_are_verified_and_applied_once(face: Face) -> None:
     async with h.client() as client:
         paid = await client.create_payment(**face.pay(await face.token("stu_alice"), amount=700))
     assert paid.body["status"] == "succeeded"
-    forged = await h.gateway.post(
-        f"/v1/notify/alipay/{h.school_id}",
-        content=b"out_trade_no=x&trade_status=TRADE_SUCCESS&sign=AAAA",
-        headers={"content-type": "application/x-www-form-urlencoded"},
-    )
+    form = b"out_trade_no=x&trade_status=TRADE_SUCCESS&sign=AAAA"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    forged = await h.gateway.post(f"/v1/notify/alipay/{h.school_id}", content=form, headers=headers)
     assert forged.status_code == 422 and forged.json()["code"] == "notification_rejected"
-    unknown_school = await h.gateway.post("/v1/notify/alipay/sch_nope", content=b"a=b")
-    assert unknown_school.status_code == 404
+    # A school that does not exist, one that has not configured the provider, an adapter nobody
+    # has: the very same answer as a forgery at a real school, so the path says nothing about
+    # which school ids exist (it answered 404 for those).
+    other = await h.admin("POST", "/v1/schools", {"name": "Other School"}, token=h.platform_token)
+    assert other.status_code == 201, other.text
+    for path in (
+        "/v1/notify/alipay/sch_nope",
+        f"/v1/notify/alipay/{other.json()['id']}",
+        f"/v1/notify/bank/{h.school_id}",
+        f"/v1/notify/nosuchpay/{h.school_id}",
+    ):
+        answer = await h.gateway.post(path, content=form, headers=headers)
+        assert answer.status_code == forged.status_code, (path, answer.text)
+        assert answer.headers["content-type"] == forged.headers["content-type"]
+        assert {k: v for k, v in answer.json().items() if k != "request_id"} == {
+            k: v for k, v in forged.json().items() if k != "request_id"
+        }, path
 
 
 def _alipay_form(params: dict[str, str], key_pem: str) -> bytes:

@@ -1,11 +1,13 @@
 """The committed OpenAPI document is the app's own: regenerate with ``campuspay openapi``."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from gateway.errors import CODES
+from gateway.errors import CODES, BadRequest
+from gateway.idempotency.service import validate_key
 from gateway.openapi import render
 
 pytestmark = pytest.mark.unit
@@ -43,3 +45,34 @@ def test_contract_paths_exist() -> None:
     ]:
         assert method in paths.get(path, {}), f"{method.upper()} {path} missing"
     assert not any(p.startswith(("/sandbox", "/_control")) for p in paths)
+
+
+def test_the_idempotency_key_format_is_the_one_the_gateway_enforces() -> None:
+    paths = json.loads(COMMITTED.read_text())["paths"]
+    posts = [op for ops in paths.values() for m, op in ops.items() if m == "post" and "security" in op]
+    device = [op for op in posts if any("deviceSignature" in s for s in op["security"])]
+    assert device
+    samples = ["6f1c2a0e-4f7b", "a", "~!" * 127, "", "has space", "tab\t", "ключ", "x" * 256, "nul\x00"]
+    for op in device:
+        (param,) = [p for p in op["parameters"] if p["name"] == "Idempotency-Key"]
+        schema = param["schema"]
+        for key in samples:
+            documented = schema["minLength"] <= len(key) <= schema["maxLength"] and bool(
+                re.search(schema["pattern"], key)
+            )
+            try:
+                validate_key(key)
+                enforced = True
+            except BadRequest:
+                enforced = False
+            assert documented == enforced, (op["operationId"], key)
+
+
+def test_notify_documents_its_answers_as_problems() -> None:
+    op = json.loads(COMMITTED.read_text())["paths"]["/v1/notify/{adapter}/{school_id}"]["post"]
+    assert op["responses"]["200"]["content"]["text/plain"]["schema"]["enum"] == ["success"]
+    for status in ("413", "422"):
+        content = op["responses"][status]["content"]
+        assert set(content) == {"application/problem+json"}, status
+        assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+    assert "notification_rejected" in op["responses"]["422"]["description"]
