@@ -1,7 +1,8 @@
-"""The control plane every sandbox provider shares: event log, fault rules, movable clock, reset.
+"""The control plane every sandbox provider shares: event log, fault rules, movable clocks, reset.
 
 Providers register themselves (see `Provider`); the control plane knows nothing of their wire
 protocols. `control_router` is its HTTP face under /_control (JSON, unsigned: sandbox only).
+Fault rules themselves (what fires when, and what each action does) are in sandbox/faults.py.
 """
 
 from __future__ import annotations
@@ -10,91 +11,41 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 from starlette.types import ASGIApp
 
+from sandbox.faults import (
+    ConnectionBreaker,
+    FaultEffect,
+    FaultRule,
+    FaultRuleIn,
+    SimulatedDrop,
+    SimulatedReset,
+    fault_effect,
+)
 from sandbox.testvalues import fixed_values
 
-FaultAction = Literal[
-    "error_500",
-    "error_500_after_apply",
-    "delay",
-    "hang",
-    "bad_signature",
-    "drop_after_apply",
-    "delay_after_apply",
+# Re-exported: providers and testers import these from here.
+__all__ = [
+    "ControlPlane",
+    "FaultEffect",
+    "FaultRule",
+    "FaultRuleIn",
+    "Provider",
+    "SimulatedDrop",
+    "SimulatedReset",
+    "control_router",
+    "fault_effect",
+    "iso_utc",
+    "mask",
 ]
 
-# Defaults when a rule gives no delay_ms: "hang" is long enough that any sane client times out.
-DEFAULT_DELAY_MS: dict[str, int] = {"delay": 1_000, "hang": 60_000, "delay_after_apply": 30_000}
 EVENT_LOG_LIMIT = 100_000  # oldest events are dropped first; load tests must not exhaust memory
 SENSITIVE_KEYS = frozenset({"pin", "secret", "password"})
-
-
-class SimulatedDrop(RuntimeError):
-    """Raised by a provider after applying an operation, so the response never arrives intact."""
-
-
-class FaultMatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    order_ref: str | None = None
-    card_no: str | None = None
-
-
-class FaultRuleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    provider: str
-    operation: str = "*"
-    action: FaultAction
-    delay_ms: int | None = Field(default=None, ge=0)
-    times: int = Field(default=1, description="how many matching requests it hits; -1 = until cleared")
-    match: FaultMatch | None = None
-
-    @field_validator("times")
-    @classmethod
-    def _times_positive_or_forever(cls, times: int) -> int:
-        if times != -1 and times < 1:
-            raise ValueError("times must be >= 1, or -1 for until cleared")
-        return times
-
-
-class FaultRule(FaultRuleIn):
-    id: str
-
-
-@dataclass(frozen=True)
-class FaultEffect:
-    """What a provider does around applying an operation; the same for fault rules and magic values."""
-
-    sleep_before_s: float = 0.0
-    error_before: bool = False
-    error_after: bool = False
-    drop_after: bool = False
-    bad_signature: bool = False
-    sleep_after_s: float = 0.0
-
-
-def fault_effect(action: str, delay_ms: int | None) -> FaultEffect:
-    seconds = (delay_ms if delay_ms is not None else DEFAULT_DELAY_MS.get(action, 0)) / 1000
-    # delay/hang hold the request *before* it is applied: a client that gives up first leaves a
-    # request that still lands later (the late-arrival case). delay_after_apply holds the answer.
-    effects = {
-        "error_500": FaultEffect(error_before=True),
-        "error_500_after_apply": FaultEffect(error_after=True),
-        "delay": FaultEffect(sleep_before_s=seconds),
-        "hang": FaultEffect(sleep_before_s=seconds),
-        "bad_signature": FaultEffect(bad_signature=True),
-        "drop_after_apply": FaultEffect(drop_after=True),
-        "delay_after_apply": FaultEffect(sleep_after_s=seconds),
-    }
-    return effects[action]
 
 
 def mask(value: Any) -> Any:
@@ -116,6 +67,8 @@ class Provider(Protocol):
 
     name: str
     operations: frozenset[str]  # names fault rules may target, besides "*"
+    actions: frozenset[str]  # the fault actions its rules may take (sandbox.faults.FaultAction)
+    query_operations: frozenset[str]  # the operations a query_lag rule may target
     app: ASGIApp  # mounted at /{name}
 
     def control_router(self) -> APIRouter | None: ...
@@ -126,7 +79,11 @@ class Provider(Protocol):
 class ControlPlane:
     def __init__(self) -> None:
         self.providers: dict[str, Provider] = {}
-        self.offset_seconds = 0
+        self.offset_seconds = 0  # moves every provider's clock
+        self.provider_offsets: dict[str, int] = {}  # one provider's clock skew, on top of that
+        # The server's side of client connections, when the sandbox runs on real sockets
+        # (sandbox/server.py): resets and truncations then happen on the wire.
+        self.breaker: ConnectionBreaker | None = None
         self._events: deque[dict[str, Any]] = deque(maxlen=EVENT_LOG_LIMIT)
         self._seq = 0
         self._faults: dict[str, FaultRule] = {}
@@ -135,9 +92,11 @@ class ControlPlane:
         self.providers[provider.name] = provider
 
     # --- clock -------------------------------------------------------------------------------
-    def now(self) -> float:
-        """What every provider considers "now" (Unix seconds), after the tester's clock offset."""
-        return time.time() + self.offset_seconds
+    def now(self, provider: str | None = None) -> float:
+        """What a provider considers "now" (Unix seconds): real time plus the tester's offset and
+        that provider's own skew."""
+        skew = self.provider_offsets.get(provider, 0) if provider is not None else 0
+        return time.time() + self.offset_seconds + skew
 
     # --- event log ---------------------------------------------------------------------------
     @property
@@ -149,7 +108,7 @@ class ControlPlane:
         self._seq += 1
         event = {
             "seq": self._seq,
-            "time": iso_utc(self.now(), millis=True),
+            "time": iso_utc(self.now(provider), millis=True),
             "provider": provider,
             "kind": kind,
             "merchant_id": merchant_id,
@@ -192,17 +151,22 @@ class ControlPlane:
         return count
 
     def take_fault(self, provider: str, operation: str, fields: Mapping[str, Any]) -> FaultRule | None:
-        """The first rule (oldest first) hitting this request, with one use of it consumed."""
+        """The first rule (oldest first) hitting this request, with one use of it consumed.
+
+        A rule that matches but does not fire this time (every / probability) lets the next
+        matching rule have a go."""
         for rule in list(self._faults.values()):
             if rule.provider != provider or rule.operation not in ("*", operation):
+                continue
+            if rule.action == "query_lag" and operation not in self.providers[provider].query_operations:
                 continue
             wanted = rule.match.model_dump(exclude_none=True) if rule.match else {}
             if any(fields.get(key) != value for key, value in wanted.items()):
                 continue
-            if rule.times > 0:
-                rule.times -= 1
-                if rule.times == 0:
-                    del self._faults[rule.id]
+            if not rule.fires():
+                continue
+            if rule.used_up:
+                del self._faults[rule.id]
             return rule
         return None
 
@@ -211,6 +175,7 @@ class ControlPlane:
         self._events.clear()
         self._faults.clear()
         self.offset_seconds = 0
+        self.provider_offsets.clear()
         for provider in self.providers.values():
             await provider.reset()
 
@@ -249,12 +214,18 @@ def control_router(control: ControlPlane) -> APIRouter:
         if spec.operation != "*" and spec.operation not in provider.operations:
             known = ["*", *sorted(provider.operations)]
             raise HTTPException(422, f"unknown operation {spec.operation!r}; known: {known}")
+        if spec.action not in provider.actions:
+            known = sorted(provider.actions)
+            raise HTTPException(422, f"{spec.provider} has no action {spec.action!r}; known: {known}")
+        if spec.action == "query_lag" and spec.operation not in provider.query_operations:
+            known = sorted(provider.query_operations)
+            raise HTTPException(422, f"query_lag targets a query operation: one of {known}")
         rule = control.add_fault(spec)
-        return {"id": rule.id, "rule": rule.model_dump()}
+        return {"id": rule.id, "rule": rule.listing()}
 
     @router.get("/faults")
     async def list_faults() -> dict[str, Any]:
-        return {"faults": [rule.model_dump() for rule in control.faults()]}
+        return {"faults": [rule.listing() for rule in control.faults()]}
 
     @router.delete("/faults")
     async def clear_faults() -> dict[str, Any]:
@@ -275,6 +246,13 @@ def control_router(control: ControlPlane) -> APIRouter:
         control.offset_seconds = body.offset_seconds
         return _clock(control)
 
+    @router.post("/clock/{provider}")
+    async def set_provider_clock(provider: str, body: ClockIn) -> dict[str, Any]:
+        if provider not in control.providers:
+            raise HTTPException(404, f"unknown provider {provider!r}; known: {sorted(control.providers)}")
+        control.provider_offsets[provider] = body.offset_seconds
+        return _clock(control)
+
     @router.get("/test-values")
     async def test_values() -> dict[str, Any]:
         return fixed_values()
@@ -287,5 +265,11 @@ def control_router(control: ControlPlane) -> APIRouter:
 
 
 def _clock(control: ControlPlane) -> dict[str, Any]:
-    now = control.now()
-    return {"offset_seconds": control.offset_seconds, "now": iso_utc(now), "unix": int(now)}
+    def face(now: float) -> dict[str, Any]:
+        return {"now": iso_utc(now), "unix": int(now)}
+
+    providers = {
+        name: {"offset_seconds": control.provider_offsets.get(name, 0), **face(control.now(name))}
+        for name in control.providers
+    }
+    return {"offset_seconds": control.offset_seconds, **face(control.now()), "providers": providers}

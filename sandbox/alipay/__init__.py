@@ -22,6 +22,7 @@ from sandbox.alipay.state import AlipayState
 from sandbox.alipay.trades import METHODS, status_of
 from sandbox.asgi import EventLogMiddleware
 from sandbox.control import ControlPlane
+from sandbox.faults import ALL_ACTIONS
 
 if TYPE_CHECKING:
     from sandbox.face.directory import FaceDirectory
@@ -46,6 +47,8 @@ class AlipayProvider:
 
     name = PROVIDER
     operations = frozenset(METHODS)  # fault rules name the OpenAPI method, e.g. "alipay.trade.pay"
+    actions = ALL_ACTIONS
+    query_operations = frozenset({"alipay.trade.query"})
 
     def __init__(
         self,
@@ -108,7 +111,7 @@ class AlipayProvider:
                 "app_id": app_id,
                 "out_trade_no": found.out_trade_no,
                 "trade_no": found.trade_no,
-                "trade_status": status_of(found, self.control.now()),
+                "trade_status": status_of(found, self.control.now(PROVIDER)),
                 "total_amount": wire.yuan(found.total),
                 "refunded_amount": wire.yuan(found.refunded),
                 "buyer_id": found.buyer_id,

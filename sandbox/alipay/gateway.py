@@ -10,7 +10,6 @@ Fault rules apply only to calls that got that far.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -24,7 +23,8 @@ from sandbox.alipay.keys import ALIPAY_PUBLIC_KEY_PEM
 from sandbox.alipay.notify import Notifier
 from sandbox.alipay.state import AlipayState, App
 from sandbox.alipay.trades import Call, Invalid, Outcome
-from sandbox.control import ControlPlane, FaultEffect, SimulatedDrop, fault_effect
+from sandbox.control import ControlPlane
+from sandbox.faults import FaultEffect, fault_effect, faulted
 
 if TYPE_CHECKING:
     from sandbox.face.directory import FaceDirectory
@@ -153,24 +153,27 @@ class AlipayGateway:
         if effect is None:
             outcome = await self.apply(method, call)
             return self.respond(node, outcome.body, app, corrupt=outcome.corrupt_sign)
+        if effect.lag_s:
+            call.hide_recorded_after = self.control.now(PROVIDER) - effect.lag_s
+        refusal = gateway_error("40002", "isv.invalid-signature", content.replace("&", "&amp;"))
 
-        if effect.sleep_before_s:
-            await asyncio.sleep(effect.sleep_before_s)
-        if effect.error_before:
-            return PlainTextResponse("Internal Server Error", status_code=500)
-        outcome = await self.apply(method, call)
-        if effect.error_after:
-            return PlainTextResponse("Internal Server Error", status_code=500)
-        if effect.drop_after:
-            raise SimulatedDrop(f"{PROVIDER} {method} applied; response dropped on purpose")
-        if effect.sleep_after_s:
-            await asyncio.sleep(effect.sleep_after_s)
-        return self.respond(node, outcome.body, app, corrupt=outcome.corrupt_sign or effect.bad_signature)
+        def answer(outcome: Outcome, corrupt: bool) -> Response:
+            return self.respond(node, outcome.body, app, corrupt=outcome.corrupt_sign or corrupt)
+
+        return await faulted(
+            effect,
+            apply=lambda: self.apply(method, call),
+            answer=answer,
+            error=lambda: PlainTextResponse("Internal Server Error", status_code=500),
+            refusal=lambda: self.respond(node, refusal, app),
+            breaker=self.control.breaker,
+            what=f"{PROVIDER} {method}",
+        )
 
     async def apply(self, method: str, call: Call) -> Outcome:
         handler, _ = trades.METHODS[method]
         async with call.app.lock:
-            call.now = self.control.now()
+            call.now = self.control.now(PROVIDER)
             call.directory = self.directory
             try:
                 outcome = handler(call)

@@ -88,6 +88,7 @@ class Call:
     params: Mapping[str, str]  # the merged request parameters
     biz: dict[str, Any]  # biz_content, parsed
     base_url: str  # where this sandbox Alipay is reachable, for bill URLs
+    hide_recorded_after: float | None = None  # query_lag: trades created later are not found yet
 
 
 def fail(sub_code: str, detail: str | None = None, code: str = "40004", **fields: Any) -> dict[str, Any]:
@@ -461,7 +462,8 @@ def _pay_again(call: Call, trade: Trade, req: PayRequest, action: str | None) ->
 def query(call: Call) -> Outcome:
     out_trade_no, trade_no = trade_ref(call.biz)
     trade = call.state.find(call.app.app_id, out_trade_no, trade_no)
-    if trade is None:
+    cutoff = call.hide_recorded_after
+    if trade is None or (cutoff is not None and trade.created_at > cutoff):
         return Outcome(fail("ACQ.TRADE_NOT_EXIST", out_trade_no=out_trade_no, trade_no=trade_no))
     outcome = Outcome({})
     if trade.status == "WAIT_BUYER_PAY" and trade.queries_until_paid is not None:

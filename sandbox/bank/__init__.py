@@ -18,6 +18,7 @@ from sandbox.bank.gateway import OPERATIONS, PROVIDER, BankGateway, create_bank_
 from sandbox.bank.notify import Notifier, ScheduleIn
 from sandbox.bank.state import Account, BankState, masked
 from sandbox.control import ControlPlane
+from sandbox.faults import ALL_ACTIONS
 
 __all__ = ["BankProvider"]
 
@@ -51,6 +52,8 @@ class BankProvider:
 
     name = PROVIDER
     operations = OPERATIONS  # agreement, consume, void, refund, query
+    actions = ALL_ACTIONS
+    query_operations = frozenset({"query"})
 
     def __init__(self, control: ControlPlane, notify_client: httpx.AsyncClient | None = None) -> None:
         self.control = control

@@ -6,7 +6,6 @@ validation, idempotency, fault rules, magic amounts, signed answers and notifica
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -19,7 +18,8 @@ from sandbox.bank import wire
 from sandbox.bank.ledger import RESP_MSG, Ledger, Outcome, parse_token_data
 from sandbox.bank.notify import Notifier
 from sandbox.bank.state import BankState, Merchant, Txn, beijing
-from sandbox.control import ControlPlane, FaultEffect, SimulatedDrop, fault_effect
+from sandbox.control import ControlPlane
+from sandbox.faults import FaultEffect, fault_effect, faulted
 from sandbox.testvalues import BANK_TR_ID, bank_magic_amount
 
 PROVIDER = "bank"
@@ -259,25 +259,38 @@ class BankGateway:
                 **source,
             )
         effect = effect or FaultEffect()
-        if effect.bad_signature:
-            variant = "corrupt"
-        if effect.sleep_before_s:
-            await asyncio.sleep(effect.sleep_before_s)
-        if effect.error_before:
-            return Response("Internal Server Error", status_code=500, media_type="text/plain")
-        outcome = self.apply(merchant, operation, fields, processing=processing)
-        if effect.error_after:
-            return Response("Internal Server Error", status_code=500, media_type="text/plain")
-        if effect.drop_after:
-            raise SimulatedDrop(f"{PROVIDER} {operation} applied; response dropped on purpose")
-        if effect.sleep_after_s:
-            await asyncio.sleep(effect.sleep_after_s)
-        return self.answer(merchant, fields, outcome.resp_code, outcome.extras, variant)
+        hide_after = self.control.now(PROVIDER) - effect.lag_s if effect.lag_s else None
+
+        async def apply() -> Outcome:
+            return self.apply(
+                merchant, operation, fields, processing=processing, hide_recorded_after=hide_after
+            )
+
+        def answer(outcome: Outcome, corrupt: bool) -> Response:
+            return self.answer(
+                merchant, fields, outcome.resp_code, outcome.extras, "corrupt" if corrupt else variant
+            )
+
+        return await faulted(
+            effect,
+            apply=apply,
+            answer=answer,
+            error=lambda: Response("Internal Server Error", status_code=500, media_type="text/plain"),
+            refusal=lambda: self.answer(merchant, fields, "11"),
+            breaker=self.control.breaker,
+            what=f"{PROVIDER} {operation}",
+        )
 
     def apply(
-        self, merchant: Merchant, operation: str, fields: dict[str, str], *, processing: bool
+        self,
+        merchant: Merchant,
+        operation: str,
+        fields: dict[str, str],
+        *,
+        processing: bool,
+        hide_recorded_after: float | None = None,
     ) -> Outcome:
-        now = beijing(self.control.now())
+        now = beijing(self.control.now(PROVIDER))
         existing = self.ledger.existing(merchant, fields) if operation != "query" else None
         if existing is not None:
             outcome = (
@@ -294,7 +307,7 @@ class BankGateway:
         elif operation == "refund":
             outcome = self.ledger.refund(merchant, fields, now)
         else:
-            outcome = self.ledger.query(merchant, fields, now)
+            outcome = self.ledger.query(merchant, fields, now, hide_recorded_after)
         for kind, event in outcome.events:
             self.control.record(PROVIDER, kind, merchant.mer_id, **event)
         txn = outcome.notify

@@ -78,6 +78,7 @@ class Ledger:
             resp_code=code,
             details=details(fields),
             back_url=fields.get("backUrl"),
+            recorded_at=now.timestamp(),
             **kwargs,
         )
         self.state.orders[(txn.mer_id, txn.order_id)] = txn
@@ -272,9 +273,18 @@ class Ledger:
         return Outcome("00", {"queryId": txn.query_id, **txn.extras}, [("bank.refund", event)], notify=txn)
 
     # --- query (00) ----------------------------------------------------------------------------
-    def query(self, merchant: Merchant, fields: dict[str, str], now: datetime) -> Outcome:
+    def query(
+        self,
+        merchant: Merchant,
+        fields: dict[str, str],
+        now: datetime,
+        hide_recorded_after: float | None = None,
+    ) -> Outcome:
+        """The transaction's state; `hide_recorded_after` (query_lag) answers 34 for younger ones."""
         txn = self.state.orders.get((merchant.mer_id, fields["orderId"]))
         if txn is None or txn.txn_time != fields["txnTime"]:
+            return Outcome("34")
+        if hide_recorded_after is not None and txn.recorded_at > hide_recorded_after:
             return Outcome("34")
         outcome = Outcome("00")
         if txn.pending_queries is not None:

@@ -82,6 +82,7 @@ class Txn:
     voided: bool = False
     pending_queries: int | None = None  # magic 71: queries seen while processing
     back_url: str | None = None
+    recorded_at: float = 0.0  # sandbox clock; a query_lag fault hides younger transactions
 
 
 class BankState:

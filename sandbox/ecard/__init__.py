@@ -17,6 +17,7 @@ from sandbox.ecard.pipeline import PROVIDER
 from sandbox.ecard.router import create_ecard_app
 from sandbox.ecard.signing import MERCHANT_HEADER
 from sandbox.ecard.state import EcardState, MealPeriod, Merchant, Subsidy, parse_clock
+from sandbox.faults import ALL_ACTIONS
 
 __all__ = ["EcardProvider"]
 
@@ -40,6 +41,8 @@ class EcardProvider:
             "offline_upload",
         }
     )
+    actions = ALL_ACTIONS
+    query_operations = frozenset({"query"})
 
     def __init__(self, control: ControlPlane) -> None:
         self.state = EcardState()

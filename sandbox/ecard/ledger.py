@@ -175,7 +175,7 @@ def consume(merchant: Merchant, req: ConsumeRequest, now: float) -> Outcome:
         return fail("ORDER_CONFLICT", req.order_ref)
 
     code, period = _refusal(merchant, req, now)
-    order = Order(req.order_ref, "FAILED", req.card_no, req.amount, req.currency, code=code)
+    order = Order(req.order_ref, "FAILED", req.card_no, req.amount, req.currency, code=code, recorded_at=now)
     merchant.orders[req.order_ref] = order
     if code is not None:
         order.consume_result = fail(code, req.order_ref).body
@@ -214,8 +214,9 @@ def consume(merchant: Merchant, req: ConsumeRequest, now: float) -> Outcome:
     return Outcome(200, order.consume_result, [("ecard.debit", debit_fields)])
 
 
-def query(merchant: Merchant, order_ref: str) -> Outcome:
-    order = merchant.orders.get(order_ref)
+def query(merchant: Merchant, order_ref: str, *, hidden: bool = False) -> Outcome:
+    """What happened to an order; `hidden` answers as if it had never arrived (query_lag)."""
+    order = None if hidden else merchant.orders.get(order_ref)
     if order is None:
         body: dict[str, Any] = {"status": "NOT_FOUND", "amount": 0, "refunded_amount": 0}
     else:
@@ -236,7 +237,7 @@ def reverse(merchant: Merchant, order_ref: str, now: float) -> Outcome:
     events: list[tuple[str, dict[str, Any]]] = []
     if order is None:
         # Recorded so a consume still in flight is refused when it lands (ORDER_REVERSED).
-        order = merchant.orders[order_ref] = Order(order_ref, "REVERSED")
+        order = merchant.orders[order_ref] = Order(order_ref, "REVERSED", recorded_at=now)
         events.append(("ecard.reverse", {"order_ref": order_ref, "amount": 0, "prior_status": "NOT_FOUND"}))
     elif order.status == "SUCCESS":
         assert order.account_no is not None  # a SUCCESS order always has its account

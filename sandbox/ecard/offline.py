@@ -122,7 +122,9 @@ def _record(
 
     stored.subsidy_used, stored.balance_used = debit(merchant, card.account_no, record.amount, day)
     stored.txn_id = f"txn_{secrets.token_hex(10)}"
-    order = Order(record.order_ref, "SUCCESS", record.card_no, record.amount, record.currency)
+    order = Order(
+        record.order_ref, "SUCCESS", record.card_no, record.amount, record.currency, recorded_at=now
+    )
     order.account_no, order.txn_id, order.day = card.account_no, stored.txn_id, day
     order.subsidy_used, order.balance_used = stored.subsidy_used, stored.balance_used
     balance = merchant.balances[card.account_no]

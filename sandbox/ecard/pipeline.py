@@ -7,7 +7,6 @@ request changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,15 +15,31 @@ from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
 
 from sandbox.asgi import request_target
-from sandbox.control import ControlPlane, SimulatedDrop, fault_effect
-from sandbox.ecard import signing
+from sandbox.control import ControlPlane
+from sandbox.ecard import ledger, signing
 from sandbox.ecard.ledger import Outcome
 from sandbox.ecard.state import EcardState, Merchant
+from sandbox.faults import fault_effect, faulted
 from sandbox.testvalues import magic_amount
 
 PROVIDER = "ecard"
 M = TypeVar("M", bound=BaseModel)
 Apply = Callable[[Merchant, M], Outcome]
+# What the auth_refusal fault answers: the provider's own refusal of a request it cannot verify.
+REFUSAL = ("SIGNATURE_INVALID", "signature does not verify")
+
+
+def lagging(apply: Apply[M], seen_before: float) -> Apply[M]:
+    """A query that cannot see orders recorded after `seen_before` yet (a lagging replica)."""
+
+    def query(merchant: Merchant, payload: M) -> Outcome:
+        order_ref = getattr(payload, "order_ref", None)
+        order = merchant.orders.get(order_ref) if isinstance(order_ref, str) else None
+        if order is not None and order.recorded_at > seen_before:
+            return ledger.query(merchant, order.order_ref, hidden=True)
+        return apply(merchant, payload)
+
+    return query
 
 
 def encode(body: dict[str, Any]) -> bytes:
@@ -60,7 +75,7 @@ class EcardEndpoints:
         corrupt: bool = False,
     ) -> Response:
         raw = encode(body)
-        timestamp, nonce = str(int(self.control.now())), signing.new_nonce()
+        timestamp, nonce = str(int(self.control.now(PROVIDER))), signing.new_nonce()
         request_nonce = request.headers.get(signing.NONCE_HEADER, "")
         signature = signing.sign_response(merchant.secret, status, request_nonce, timestamp, nonce, raw)
         headers = {
@@ -90,7 +105,7 @@ class EcardEndpoints:
         expected = signing.sign_request(merchant.secret, request.method, path, timestamp, nonce, raw)
         if not signing.signature_matches(expected, given):
             return refuse("SIGNATURE_INVALID", f"signature does not verify for {request.method} {path}")
-        now = self.control.now()
+        now = self.control.now(PROVIDER)
         if abs(now - int(timestamp)) > signing.TIMESTAMP_WINDOW_S:
             return refuse("TIMESTAMP_EXPIRED", f"timestamp is more than {signing.TIMESTAMP_WINDOW_S}s off")
         async with merchant.lock:
@@ -139,20 +154,24 @@ class EcardEndpoints:
             order_ref=fields.get("order_ref"),
             **source,
         )
+        if effect.lag_s:
+            apply = lagging(apply, self.control.now(PROVIDER) - effect.lag_s)
 
-        internal = error("INTERNAL_ERROR", "internal error")
-        if effect.sleep_before_s:
-            await asyncio.sleep(effect.sleep_before_s)
-        if effect.error_before:
-            return self.signed(merchant, request, 500, internal)
-        status, body = await self._apply(merchant, payload, apply)
-        if effect.error_after:
-            return self.signed(merchant, request, 500, internal)
-        if effect.drop_after:
-            raise SimulatedDrop(f"{PROVIDER} {operation} applied; response dropped on purpose")
-        if effect.sleep_after_s:
-            await asyncio.sleep(effect.sleep_after_s)
-        return self.signed(merchant, request, status, body, corrupt=effect.bad_signature)
+        async def run() -> tuple[int, dict[str, Any]]:
+            return await self._apply(merchant, payload, apply)
+
+        def answer(result: tuple[int, dict[str, Any]], corrupt: bool) -> Response:
+            return self.signed(merchant, request, *result, corrupt=corrupt)
+
+        return await faulted(
+            effect,
+            apply=run,
+            answer=answer,
+            error=lambda: self.signed(merchant, request, 500, error("INTERNAL_ERROR", "internal error")),
+            refusal=lambda: self.signed(merchant, request, 401, error(*REFUSAL)),
+            breaker=self.control.breaker,
+            what=f"{PROVIDER} {operation}",
+        )
 
     async def _apply(self, merchant: Merchant, payload: M, apply: Apply[M]) -> tuple[int, dict[str, Any]]:
         async with merchant.lock:

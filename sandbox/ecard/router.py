@@ -139,7 +139,7 @@ def create_ecard_app(state: EcardState, control: ControlPlane) -> FastAPI:
     @post("/v1/consume", ConsumeResult | FailBody, ConsumeRequest, "Debit a card", conflicts=True)
     async def consume(request: Request) -> Response:
         return await endpoints.handle(
-            request, "consume", ConsumeRequest, lambda m, p: ledger.consume(m, p, control.now())
+            request, "consume", ConsumeRequest, lambda m, p: ledger.consume(m, p, control.now(PROVIDER))
         )
 
     @post("/v1/query", QueryResult, OrderRequest, "What happened to an order")
@@ -151,13 +151,16 @@ def create_ecard_app(state: EcardState, control: ControlPlane) -> FastAPI:
     @post("/v1/reverse", ReverseResult, OrderRequest, "Undo an order in full (idempotent)")
     async def reverse(request: Request) -> Response:
         return await endpoints.handle(
-            request, "reverse", OrderRequest, lambda m, p: ledger.reverse(m, p.order_ref, control.now())
+            request,
+            "reverse",
+            OrderRequest,
+            lambda m, p: ledger.reverse(m, p.order_ref, control.now(PROVIDER)),
         )
 
     @post("/v1/refund", RefundResult | FailBody, RefundRequest, "Give back all or part", conflicts=True)
     async def refund(request: Request) -> Response:
         return await endpoints.handle(
-            request, "refund", RefundRequest, lambda m, p: ledger.refund(m, p, control.now())
+            request, "refund", RefundRequest, lambda m, p: ledger.refund(m, p, control.now(PROVIDER))
         )
 
     @post(
@@ -165,13 +168,19 @@ def create_ecard_app(state: EcardState, control: ControlPlane) -> FastAPI:
     )
     async def report_lost(request: Request) -> Response:
         return await endpoints.handle(
-            request, "report_lost", CardRef, lambda m, p: cards.report_lost(m, p.card_no, control.now())
+            request,
+            "report_lost",
+            CardRef,
+            lambda m, p: cards.report_lost(m, p.card_no, control.now(PROVIDER)),
         )
 
     @post("/v1/cards/cancel-loss", CardStatusResult | FailBody, CardRef, "Cancel a loss report")
     async def cancel_loss(request: Request) -> Response:
         return await endpoints.handle(
-            request, "cancel_loss", CardRef, lambda m, p: cards.cancel_loss(m, p.card_no, control.now())
+            request,
+            "cancel_loss",
+            CardRef,
+            lambda m, p: cards.cancel_loss(m, p.card_no, control.now(PROVIDER)),
         )
 
     @post("/v1/cards/replace", ReplaceResult | FailBody, ReplaceRequest, "Replacement card for the account")
@@ -180,7 +189,7 @@ def create_ecard_app(state: EcardState, control: ControlPlane) -> FastAPI:
             request,
             "replace",
             ReplaceRequest,
-            lambda m, p: cards.replace(m, p.old_card_no, p.new_card_no, control.now()),
+            lambda m, p: cards.replace(m, p.old_card_no, p.new_card_no, control.now(PROVIDER)),
         )
 
     @post("/v1/blacklist", BlacklistResult, BlacklistRequest, "Card status changes since a version")
@@ -195,13 +204,17 @@ def create_ecard_app(state: EcardState, control: ControlPlane) -> FastAPI:
             request,
             "offline_upload",
             OfflineUploadRequest,
-            lambda m, p: offline.upload(m, p, control.now()),
+            lambda m, p: offline.upload(m, p, control.now(PROVIDER)),
         )
 
     @post("/v1/ping", PingResult, EmptyRequest, "A signed round trip")
     async def ping(request: Request) -> Response:
         def pong(merchant: Merchant, _: EmptyRequest) -> Outcome:
-            body = {"result": "SUCCESS", "merchant_id": merchant.merchant_id, "time": iso_utc(control.now())}
+            body = {
+                "result": "SUCCESS",
+                "merchant_id": merchant.merchant_id,
+                "time": iso_utc(control.now(PROVIDER)),
+            }
             return Outcome(200, body)
 
         return await endpoints.handle(request, "ping", EmptyRequest, pong)

@@ -148,6 +148,7 @@ class Order:
     subsidy_returned: int = 0  # of subsidy_used, given back so far (restored or forfeited)
     day: date | None = None  # the local day its amount counts towards (daily threshold)
     reverse_split: dict[str, int] = field(default_factory=dict)  # what the reverse gave back where
+    recorded_at: float = 0.0  # sandbox clock; a query_lag fault hides orders younger than its lag
 
 
 @dataclass

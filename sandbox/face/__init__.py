@@ -16,7 +16,7 @@ from sandbox.face.cloud import PROVIDER, FaceCloud, FaceError
 from sandbox.face.config import FaceConfig
 from sandbox.face.directory import FaceDirectory, FaceToken, FaceUser
 from sandbox.face.eventlog import FaceEventLog
-from sandbox.face.router import OPERATIONS, create_face_app
+from sandbox.face.router import FACE_ACTIONS, OPERATIONS, create_face_app
 
 __all__ = ["FaceCloud", "FaceConfig", "FaceDirectory", "FaceError", "FaceProvider", "FaceToken", "FaceUser"]
 
@@ -26,9 +26,13 @@ class FaceProvider:
 
     name = PROVIDER
     operations = OPERATIONS
+    actions = FACE_ACTIONS
+    query_operations: frozenset[str] = frozenset()
 
     def __init__(self, control: ControlPlane, config: FaceConfig | None = None) -> None:
-        self.cloud = FaceCloud(config or FaceConfig.from_env(), now=control.now, record=control.record)
+        self.cloud = FaceCloud(
+            config or FaceConfig.from_env(), now=lambda: control.now(PROVIDER), record=control.record
+        )
         self.fastapi_app = create_face_app(self.cloud, control)
         self.app: ASGIApp = FaceEventLog(self.fastapi_app, control, PROVIDER)
         control.register(self)

@@ -2,12 +2,11 @@
 
 Every answer that is not a success is `{"code": …, "message": …}` with the status of
 sandbox.face.cloud's error table. Fault rules (provider "face") apply to the operations in
-`OPERATIONS`; `bad_signature` has nothing to corrupt here and does nothing.
+`OPERATIONS` with the actions in `FACE_ACTIONS` (nothing here is signed, authenticated or queried).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import re
@@ -19,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from sandbox.control import ControlPlane, FaultEffect, SimulatedDrop, fault_effect
+from sandbox.control import ControlPlane
 from sandbox.face.cloud import PROVIDER, FaceCloud, FaceError
 from sandbox.face.images import ImageError, decode_image, encode_png
 from sandbox.face.models import (
@@ -33,10 +32,13 @@ from sandbox.face.models import (
     UserOut,
 )
 from sandbox.face.synthetic import Image, synthetic_face
+from sandbox.faults import ALL_ACTIONS, fault_effect, faulted
 
-__all__ = ["OPERATIONS", "create_face_app"]
+__all__ = ["FACE_ACTIONS", "OPERATIONS", "create_face_app"]
 
 OPERATIONS = frozenset({"enroll", "identify", "test_token", "delete"})
+# Nothing here is signed, authenticated or queried, so those actions would have nothing to do.
+FACE_ACTIONS = ALL_ACTIONS - {"bad_signature", "auth_refusal", "query_lag"}
 DATA_URL = re.compile(r"^data:[\w./+-]*;base64,")
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
@@ -97,19 +99,19 @@ def create_face_app(cloud: FaceCloud, control: ControlPlane) -> FastAPI:
         if rule is None:
             return apply()
         control.record(PROVIDER, "fault", school, operation=operation, rule_id=rule.id, action=rule.action)
-        effect: FaultEffect = fault_effect(rule.action, rule.delay_ms)
-        if effect.sleep_before_s:
-            await asyncio.sleep(effect.sleep_before_s)
-        if effect.error_before:
-            return _error(500, "INTERNAL_ERROR", "internal error")
-        result = apply()
-        if effect.drop_after:
-            raise SimulatedDrop(f"{PROVIDER} {operation} applied; response dropped on purpose")
-        if effect.error_after:
-            return _error(500, "INTERNAL_ERROR", "internal error")
-        if effect.sleep_after_s:
-            await asyncio.sleep(effect.sleep_after_s)
-        return result
+
+        async def applied() -> BaseModel:
+            return apply()
+
+        return await faulted(
+            fault_effect(rule.action, rule.delay_ms),
+            apply=applied,
+            answer=lambda result, _corrupt: JSONResponse(result.model_dump(mode="json", by_alias=True)),
+            error=lambda: _error(500, "INTERNAL_ERROR", "internal error"),
+            refusal=None,  # the face cloud authenticates nobody: FACE_ACTIONS has no auth_refusal
+            breaker=control.breaker,
+            what=f"{PROVIDER} {operation}",
+        )
 
     @app.post(
         "/enrollments", response_model=EnrollmentOut, responses=ERRORS, summary="Enrol a student's face"
