@@ -90,9 +90,9 @@ def sandbox(
     ] = 8090,
 ) -> None:
     """Run the sandbox providers alone."""
-    from sandbox import create_sandbox_app
+    from sandbox.server import sandbox_server
 
-    uvicorn.run(create_sandbox_app(), host=host, port=port)
+    sandbox_server(host=host, port=port).run()
 
 
 @app.command()
