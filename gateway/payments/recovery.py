@@ -64,13 +64,18 @@ class RecoveryWorker:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def run_once(self, *, resume_all: bool = False) -> int:
-        """One pass. ``resume_all`` (start-up) also takes payments not yet due."""
+        """One pass over what is due. ``resume_all`` (start-up) also takes payments a crashed
+        process left without any schedule.
+
+        Not even at start-up is anything taken before its ``next_recovery_at``: until then it is
+        a live holder's (a worker's lease, a request's hold) or a backoff not yet run out. A
+        holder that died frees it when that time passes, and the regular pass takes it then;
+        a restarted process taking it earlier would work on it beside the live one."""
         now = self.clock()
-        horizon = now + timedelta(days=3650) if resume_all else now
         async with self.db.transaction() as session:
             repo = PaymentRepository(session, self.clock)
-            payments = list(await repo.due_for_recovery(horizon, self.batch))
-            refunds = list(await repo.refunds_due(horizon, self.batch))
+            payments = list(await repo.due_for_recovery(now, self.batch))
+            refunds = list(await repo.refunds_due(now, self.batch))
             if resume_all:
                 # payments whose handler died before scheduling anything
                 stray = await session.execute(
