@@ -28,7 +28,7 @@ from gateway.auth.tokens import TokenAuthenticator, new_token
 from gateway.cards.status import CardStatusService
 from gateway.errors import CODES
 from gateway.idempotency.service import IdempotencyService
-from gateway.metrics import HTTP_LATENCY
+from gateway.metrics import HTTP_LATENCY, method_label, route_label
 from gateway.offline.service import OfflineService
 from gateway.payments.breaker import Breaker, RedisBreaker, SqlBreaker
 from gateway.payments.recovery import RecoveryWorker
@@ -128,11 +128,14 @@ def create_app(
     @app.middleware("http")
     async def _timing(request: Request, call_next: Callable[[Request], object]) -> Response:
         started = time.perf_counter()
+        root_path = request.scope.get("root_path", "")  # before routing (and mounts) extend it
         response: Response = await call_next(request)  # type: ignore[misc]
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        HTTP_LATENCY.labels(request.method, route, str(response.status_code)).observe(
-            time.perf_counter() - started
+        labels = (
+            method_label(request.method),
+            route_label(request.scope, root_path),
+            str(response.status_code),
         )
+        HTTP_LATENCY.labels(*labels).observe(time.perf_counter() - started)
         return response
 
     def custom_openapi() -> dict[str, Any]:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
-import uvicorn
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,6 +37,7 @@ def serve(
 ) -> None:
     """Run the gateway (embedded defaults: SQLite in the data directory, sandbox providers)."""
     from gateway.app import create_app
+    from gateway.server import run
     from gateway.settings import Settings
 
     overrides: dict[str, object] = {}
@@ -51,7 +51,7 @@ def serve(
     application = create_app(settings)
     if demo:
         _seed_on_startup(application, settings.data_dir)
-    uvicorn.run(application, host=host, port=port, log_level=settings.log_level.lower(), date_header=False)
+    run(application, host=host, port=port, settings=settings)
 
 
 def _display_host(host: str) -> str:

@@ -7,6 +7,7 @@
     ├── Forbidden           403            forbidden
     ├── NotFound            404            not_found
     ├── MethodNotAllowed    405            method_not_allowed
+    ├── RequestTimeout      408            request_timeout (written by the HTTP server, gateway/server.py)
     ├── Conflict            409            duplicate_order, idempotency_key_in_use, cancel_window_closed,
     │                                      not_cancelable, not_refundable, refund_exceeds_amount, ...
     ├── PayloadTooLarge     413            payload_too_large
@@ -15,7 +16,7 @@
     │                                      non_face_required, funding_source_required, ...
     ├── TooManyRequests     429            rate_limited
     ├── BadGateway          502            provider_check_failed
-    └── Unavailable         503            not_ready
+    └── Unavailable         503            not_ready, server_busy (written by the HTTP server)
 
 Every code a client can see is declared once in ``CODES`` so the OpenAPI document lists them.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ProblemError",
+    "RequestTimeout",
     "TooManyRequests",
     "Unauthorized",
     "Unavailable",
@@ -72,6 +74,7 @@ CODES: dict[str, tuple[int, str]] = {
     "key_limit_reached": (409, "A device has at most two active keys"),
     "last_active_key": (409, "A device's last active key cannot be retired; revoke the device instead"),
     "already_exists": (409, "Already exists"),
+    "request_timeout": (408, "The request was not received in time"),
     "payload_too_large": (413, "Request body is too large"),
     "validation_error": (422, "Request is not valid"),
     "idempotency_key_reused": (422, "Idempotency-Key was used with a different request"),
@@ -94,6 +97,7 @@ CODES: dict[str, tuple[int, str]] = {
     "notification_rejected": (422, "The provider notification was not accepted"),
     "rate_limited": (429, "Too many requests"),
     "not_ready": (503, "Not ready"),
+    "server_busy": (503, "Too many open connections; retry shortly"),
     "provider_check_failed": (502, "The provider round trip failed"),
     "internal_error": (500, "Internal error"),
 }
@@ -164,6 +168,10 @@ class MethodNotAllowed(ProblemError):
 
 class Conflict(ProblemError):
     status = 409
+
+
+class RequestTimeout(ProblemError):
+    status = 408
 
 
 class PayloadTooLarge(ProblemError):

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     device_rate_limit: str | None = "600/minute"
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 1024 * 1024
+    # The HTTP server's guards against slow and surplus clients (gateway/server.py, decision
+    # 0013): a request's headers must arrive within header_timeout_seconds of its first byte
+    # (of the connection, for a new one), its body within body_timeout_seconds of the headers.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
+    # Bearer token for GET /metrics. Unset: /metrics is open in sandbox and not served (404) in
+    # production.
+    metrics_token: str | None = Field(default=None, min_length=16)
     log_level: str = "INFO"
     config_file: Path | None = None
 
@@ -74,6 +83,11 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("public_base_url must start with http:// or https://")
         return v
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
 
     @field_validator("device_rate_limit")
     @classmethod

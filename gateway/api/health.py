@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import hmac
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.deps import ServicesDep
-from gateway.errors import Unavailable
+from gateway.api.schemas import Problem
+from gateway.errors import NotFound, Unauthorized, Unavailable
 from gateway.metrics import REGISTRY
+from gateway.settings import Settings
 
 __all__ = ["router"]
 
@@ -38,6 +43,42 @@ async def readyz(services: ServicesDep) -> dict[str, Any]:
     return {"status": "ready", "checks": checks}
 
 
-@router.get("/metrics", response_class=Response)
-async def metrics() -> Response:
+_METRICS_TOKEN = HTTPBearer(
+    scheme_name="metricsToken",
+    description="`CAMPUSPAY_METRICS_TOKEN` (`Authorization: Bearer …`), for GET /metrics only.",
+    auto_error=False,
+)
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
+        401: {**_PROBLEM, "description": "`token_invalid`: the metrics token is set and was not sent"},
+        404: {**_PROBLEM, "description": "`not_found`: production without a metrics token"},
+    },
+)
+async def metrics(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_METRICS_TOKEN)],
+) -> Response:
+    """Open in sandbox unless `CAMPUSPAY_METRICS_TOKEN` is set; then that Bearer token is needed.
+    Production without a token does not serve it."""
+    check_metrics_access(services.settings, credentials.credentials if credentials else None)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def check_metrics_access(settings: Settings, presented: str | None) -> None:
+    expected = settings.metrics_token
+    if expected is None:
+        if settings.is_sandbox:
+            return
+        # Latency by route and payment counts tell an outsider a school's trade: nothing to
+        # see unless an operator chose a token.
+        raise NotFound()
+    # Digests of equal length, so the comparison takes the same time whatever was sent.
+    sent = hashlib.sha256((presented or "").encode()).digest()
+    if presented is None or not hmac.compare_digest(sent, hashlib.sha256(expected.encode()).digest()):
+        raise Unauthorized("token_invalid", headers={"WWW-Authenticate": 'Bearer realm="campuspay-metrics"'})
