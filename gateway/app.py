@@ -30,6 +30,16 @@ from gateway.errors import CODES
 from gateway.idempotency.service import IdempotencyService
 from gateway.metrics import HTTP_LATENCY, method_label, route_label
 from gateway.offline.service import OfflineService
+from gateway.outbound import (
+    Guard,
+    NameResolver,
+    NetworkAllowlists,
+    NetworkConnector,
+    Outbound,
+    PassThrough,
+    SystemResolver,
+)
+from gateway.outbound.transport import Connector
 from gateway.payments.breaker import Breaker, RedisBreaker, SqlBreaker
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.resolver import Resolver
@@ -85,27 +95,36 @@ def create_app(
     settings: Settings | None = None,
     *,
     provider_transport: httpx.AsyncBaseTransport | None = None,
+    resolver: NameResolver | None = None,
     clock: Callable[[], datetime] = utcnow,
     run_workers: bool = True,
 ) -> FastAPI:
+    """``provider_transport`` replaces the network for calls out (tests: the sandbox over
+    ``httpx.ASGITransport``); ``resolver`` replaces the system's name resolution. The outbound
+    guard judges every call either way."""
     settings = settings or Settings.load()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings, provider_transport=provider_transport, clock=clock)
+        services = await build_services(
+            settings, provider_transport=provider_transport, names=resolver, clock=clock
+        )
         app.state.services = services
         try:
-            violations = await services.providers.environment_violations()
+            violations = [
+                *await services.providers.startup_violations(),
+                *await services.tenancy.startup_violations(),
+            ]
             if violations:
                 raise StartupRefused(
-                    f"{settings.env.value} environment refuses provider endpoints: " + "; ".join(violations)
+                    f"{settings.env.value} environment refuses stored settings: " + "; ".join(violations)
                 )
             if run_workers:
                 await services.recovery.start()
             yield
         finally:
             await services.recovery.stop()
-            await services.http.aclose()
+            await services.outbound.aclose()
             if services.redis is not None:
                 await services.redis.aclose()
             await services.db.dispose()
@@ -169,22 +188,35 @@ def create_app(
 
 
 async def build_services(
-    settings: Settings, *, provider_transport: httpx.AsyncBaseTransport | None, clock: Callable[[], datetime]
+    settings: Settings,
+    *,
+    provider_transport: httpx.AsyncBaseTransport | None,
+    clock: Callable[[], datetime],
+    names: NameResolver | None = None,
 ) -> Services:
     keyring = load_keyring(settings)
     db = Database(settings.effective_database_url)
     await db.migrate()
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     nonces: NonceStore = RedisNonceStore(redis, settings.redis_prefix) if redis else SqlNonceStore(db)
-    http = httpx.AsyncClient(
-        transport=provider_transport,
+    allowlists = NetworkAllowlists(db, keyring)
+    names = names or SystemResolver()
+    connector: Connector = (
+        PassThrough(provider_transport)
+        if provider_transport is not None
+        else NetworkConnector(names, limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    )
+    outbound = Outbound(
+        Guard(settings.env, names, allowlists.networks),
+        connector,
         timeout=settings.provider_timeout_seconds,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
     )
     registry = default_registry()
-    tenancy = TenancyService(db, keyring)
+    tenancy = TenancyService(db, keyring, settings.env)
     await _bootstrap_token(settings, tenancy)
-    providers = ProviderSettings(db, keyring, registry, settings.env, http, settings.provider_timeout_seconds)
+    providers = ProviderSettings(
+        db, keyring, registry, settings.env, outbound, settings.provider_timeout_seconds
+    )
     resolver = Resolver(
         db,
         keyring,
@@ -224,7 +256,8 @@ async def build_services(
         db=db,
         keyring=keyring,
         redis=redis,
-        http=http,
+        outbound=outbound,
+        allowlists=allowlists,
         registry=registry,
         nonces=nonces,
         devices=DeviceAuthenticator(

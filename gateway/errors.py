@@ -13,7 +13,8 @@
     ├── PayloadTooLarge     413            payload_too_large
     ├── Unprocessable       422            validation_error, idempotency_key_reused,
     │                                      biometric_data_not_accepted, routing_invalid,
-    │                                      non_face_required, funding_source_required, ...
+    │                                      non_face_required, funding_source_required,
+    │                                      endpoint_not_allowed, sandbox_credential_in_production, ...
     ├── TooManyRequests     429            rate_limited
     ├── BadGateway          502            provider_check_failed
     └── Unavailable         503            not_ready, server_busy (written by the HTTP server)
@@ -81,7 +82,11 @@ CODES: dict[str, tuple[int, str]] = {
     "biometric_data_not_accepted": (422, "Face payments accept provider face tokens only"),
     "unknown_adapter": (422, "No adapter with that name"),
     "provider_not_configured": (422, "The school has not configured this provider"),
-    "provider_url_not_allowed": (422, "Provider endpoint is not allowed in this environment"),
+    "endpoint_not_allowed": (422, "This endpoint's address is not allowed in this environment"),
+    "sandbox_credential_in_production": (
+        422,
+        "A credential published for the sandbox is refused in production",
+    ),
     "store_unknown": (422, "Unknown store_id"),
     "routing_invalid": (422, "The routing rules are not valid; see reasons"),
     "non_face_required": (422, "Card payment must stay available while face payment is on"),

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import httpx
 from redis.asyncio import Redis
 
 from adapters.registry import AdapterRegistry
@@ -17,6 +16,7 @@ from gateway.auth.tokens import TokenAuthenticator
 from gateway.cards.status import CardStatusService
 from gateway.idempotency.service import IdempotencyService
 from gateway.offline.service import OfflineService
+from gateway.outbound import NetworkAllowlists, Outbound
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.router import RoutingService
 from gateway.payments.service import PaymentService
@@ -37,7 +37,8 @@ class Services:
     db: Database
     keyring: Keyring
     redis: Redis | None
-    http: httpx.AsyncClient
+    outbound: Outbound  # every call out (decision 0014)
+    allowlists: NetworkAllowlists
     registry: AdapterRegistry
     nonces: NonceStore
     devices: DeviceAuthenticator

@@ -58,6 +58,7 @@ class Harness:
     gateway: httpx.AsyncClient  # unsigned, for admin calls
     sandbox: httpx.AsyncClient
     platform_token: str
+    provider_base: str = SANDBOX
     school_id: str = ""
     api_key: str = ""
     store_id: str = ""
@@ -193,10 +194,14 @@ async def start_harness(
     sandbox_app: FastAPI | None = None,
     real_network: bool = False,
     wrap_transport: Any = None,
+    resolver: Any = None,
+    provider_base: str = SANDBOX,
     **settings_overrides: Any,
 ) -> AsyncIterator[Harness]:
     """``sandbox_app`` lets a restarted gateway keep talking to the same provider state;
-    ``real_network`` sends provider calls over real sockets instead of ASGI."""
+    ``real_network`` sends provider calls over real sockets instead of ASGI; ``resolver``
+    answers the gateway's name lookups, and ``provider_base`` is the sandbox's URL the school
+    is configured with (a production gateway refuses ``http://sandbox.test``)."""
     settings = make_settings(database_url, data_dir, **settings_overrides)
     clock = Clock()
     sandbox_app = sandbox_app or create_sandbox_app()
@@ -205,7 +210,9 @@ async def start_harness(
         transport = httpx.ASGITransport(app=sandbox_app)
         if wrap_transport is not None:
             transport = wrap_transport(transport)
-    app = create_app(settings, provider_transport=transport, clock=clock, run_workers=run_workers)
+    app = create_app(
+        settings, provider_transport=transport, resolver=resolver, clock=clock, run_workers=run_workers
+    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=GATEWAY) as gw,
@@ -220,6 +227,7 @@ async def start_harness(
             gateway=gw,
             sandbox=sb,
             platform_token=settings.bootstrap_token,
+            provider_base=provider_base,
         )
         if seed:
             await seed_school(h)
@@ -261,7 +269,7 @@ async def seed_school(h: Harness) -> None:
         "PUT",
         f"/v1/schools/{h.school_id}/providers/ecard",
         {
-            "endpoint": f"{SANDBOX}/ecard",
+            "endpoint": f"{h.provider_base}/ecard",
             "credentials": {"merchant_id": h.merchant_id, "secret": h.merchant_secret},
         },
     )

@@ -14,6 +14,8 @@ from gateway.api.schemas import (
     DeviceKeyIn,
     DeviceOut,
     DeviceView,
+    NetworkAllowlistIn,
+    NetworkAllowlistOut,
     Problem,
     ProviderCheckOut,
     ProviderIn,
@@ -184,6 +186,7 @@ async def check_provider(school_id: str, adapter: str, admin: AdminDep, services
     instance = await services.providers.adapter(school_id, adapter)
     if instance is None:
         raise NotFound("this provider is not configured")
+    await services.providers.verify_endpoint(school_id, adapter)  # the guard's word first, as a 422
     try:
         result = await instance.check()
     except Exception as exc:
@@ -191,6 +194,28 @@ async def check_provider(school_id: str, adapter: str, admin: AdminDep, services
     if result.outcome.value != "succeeded":
         raise BadGateway("provider_check_failed", f"{adapter}: {result.code or result.outcome.value}")
     return {"adapter": adapter, "ok": True, "detail": "signed round trip verified"}
+
+
+@router.put(
+    "/v1/schools/{school_id}/network-allowlist", response_model=NetworkAllowlistOut, responses=_PROBLEMS
+)
+async def put_network_allowlist(
+    school_id: str, body: NetworkAllowlistIn, admin: AdminDep, services: ServicesDep
+) -> Any:
+    """Platform admin only: the private networks this school's providers may be reached in
+    (production). Without an entry, production refuses every private address."""
+    admin.require_platform()
+    return await services.allowlists.put(school_id, body.cidrs, _actor(admin))
+
+
+@router.get(
+    "/v1/schools/{school_id}/network-allowlist", response_model=NetworkAllowlistOut, responses=_PROBLEMS
+)
+async def get_network_allowlist(school_id: str, admin: AdminDep, services: ServicesDep) -> Any:
+    """The platform admin, or this school's admin (read only)."""
+    if admin.role != "platform":
+        admin.require_school(school_id)
+    return await services.allowlists.view(school_id)
 
 
 @router.get("/v1/schools/{school_id}/audit", responses=_PROBLEMS)

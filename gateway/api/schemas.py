@@ -21,6 +21,8 @@ __all__ = [
     "FaceCredentialIn",
     "FundingSourceIn",
     "FundingSourceOut",
+    "NetworkAllowlistIn",
+    "NetworkAllowlistOut",
     "PaymentCreate",
     "PaymentOut",
     "Problem",
@@ -231,6 +233,26 @@ class ProviderCheckOut(BaseModel):
     adapter: str
     ok: bool
     detail: str
+
+
+class NetworkAllowlistIn(Strict):
+    cidrs: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]],
+        Field(
+            max_length=64,
+            description=(
+                "Private networks (CIDR, no host bits) this school's providers may live in, inside "
+                "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 or fc00::/7. Replaces the "
+                "list; [] removes it. Loopback, link-local and metadata addresses stay refused."
+            ),
+        ),
+    ]
+
+
+class NetworkAllowlistOut(BaseModel):
+    school_id: str
+    cidrs: list[str]
+    updated_at: datetime | None = Field(description="null while the school has no allow-list")
 
 
 class GuardianIn(Strict):

@@ -44,6 +44,7 @@ __all__ = [
     "FundingSource",
     "Guardian",
     "IdempotencyRecord",
+    "NetworkAllowlist",
     "Nonce",
     "OfflineRecord",
     "OutboxEvent",
@@ -464,6 +465,16 @@ class CardBinSetting(Base):
     __tablename__ = "card_bin_settings"
     school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), primary_key=True)
     co_branded: Mapped[dict[str, Any]] = mapped_column()  # {"prefixes": [...]}
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NetworkAllowlist(Base):
+    """Private networks a school's providers may live in (production), set by the platform admin
+    only (docs/decisions/0014-outbound-guard.md). No row: no private address is allowed."""
+
+    __tablename__ = "network_allowlists"
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), primary_key=True)
+    cidrs: Mapped[list[str]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

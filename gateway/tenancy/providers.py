@@ -1,63 +1,36 @@
 """Per-school provider settings: endpoint, encrypted credentials, options.
 
-Environment guard (docs/decisions/0003-sandbox-endpoints.md): in ``sandbox`` a provider may only
-point at a sandbox host (loopback, or a ``.test`` / ``.localhost`` name); in ``production`` it
-may not. The same rule runs when settings are saved and at every start-up, so one forgotten flag
-can neither send test traffic to a live provider nor live traffic to a sandbox.
+The environment guard (docs/decisions/0003-sandbox-endpoints.md, 0014-outbound-guard.md) is
+``gateway.outbound``'s: the same decision runs when settings are saved, at every start-up and at
+every call. In ``production`` settings holding a credential the repository publishes for the
+sandbox are refused as well (``gateway.protection.published``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
+import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
-from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
 from adapters.base import Adapter, AdapterConfigError, ProviderConfig
 from adapters.registry import AdapterRegistry
-from gateway.errors import Unprocessable
+from gateway.errors import BadGateway, Unprocessable
+from gateway.outbound import EndpointInvalid, EndpointRefused, EndpointUnresolved, Outbound
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
+from gateway.protection.published import refuse_published
 from gateway.settings import Environment
 from gateway.store.db import Database
 from gateway.store.models import ProviderSetting, Store, utcnow
 
-__all__ = ["ProviderSettings", "ProviderView", "is_sandbox_url"]
+__all__ = ["ProviderSettings", "ProviderView"]
 
-
-def is_sandbox_url(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    if host == "localhost" or host.endswith((".test", ".localhost")):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_published_test_key(credentials: dict[str, str]) -> bool:
-    """The sandbox's Alipay key pair is public (it is in this repository): anything it signs could
-    be forged by anyone, so production refuses it as a provider's public key."""
-    from sandbox.alipay.keys import ALIPAY_PUBLIC_KEY_SHA256
-
-    for value in credentials.values():
-        if "PUBLIC KEY" not in value:
-            continue
-        try:
-            key = serialization.load_pem_public_key(value.encode())
-        except ValueError:
-            continue
-        der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        if hashlib.sha256(der).hexdigest() == ALIPAY_PUBLIC_KEY_SHA256:
-            return True
-    return False
+log = logging.getLogger("campuspay")
 
 
 @dataclass(frozen=True)
@@ -76,26 +49,19 @@ class ProviderSettings:
         keyring: Keyring,
         registry: AdapterRegistry,
         env: Environment,
-        http: httpx.AsyncClient,
+        outbound: Outbound,
         timeout: float,
     ) -> None:
-        self.db, self.keyring, self.registry, self.env, self.http = db, keyring, registry, env, http
-        self.timeout = timeout
+        self.db, self.keyring, self.registry, self.env = db, keyring, registry, env
+        self.outbound, self.timeout = outbound, timeout
 
-    def _check_endpoint(self, endpoint: str) -> None:
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise Unprocessable("validation_error", "endpoint must be an absolute http(s) URL")
-        sandbox = is_sandbox_url(endpoint)
-        if self.env is Environment.SANDBOX and not sandbox:
-            raise Unprocessable(
-                "provider_url_not_allowed",
-                "the sandbox environment only talks to sandbox hosts (loopback, *.test, *.localhost)",
-            )
-        if self.env is Environment.PRODUCTION and sandbox:
-            raise Unprocessable(
-                "provider_url_not_allowed", "production may not point a provider at a sandbox host"
-            )
+    async def _check_endpoint(self, school_id: str, endpoint: str) -> None:
+        try:
+            await self.outbound.check_url(endpoint, school_id)
+        except EndpointInvalid as exc:
+            raise Unprocessable("validation_error", str(exc)) from None
+        except EndpointRefused as exc:
+            raise Unprocessable("endpoint_not_allowed", str(exc)) from None
 
     @staticmethod
     def _aad(school_id: str, adapter: str) -> str:
@@ -113,16 +79,13 @@ class ProviderSettings:
     ) -> ProviderView:
         if adapter not in self.registry:
             raise Unprocessable("unknown_adapter", f"no adapter named {adapter!r}")
-        self._check_endpoint(endpoint)
-        if self.env is Environment.PRODUCTION and _is_published_test_key(credentials):
-            raise Unprocessable(
-                "provider_url_not_allowed",
-                "these credentials hold the sandbox's published test key, which proves nothing",
-            )
+        refuse_published(self.env, credentials, "credentials")
+        client = self.outbound.client(school_id)
         try:  # the adapter itself says whether these settings are usable, before anything is stored
-            self.registry.create(adapter, ProviderConfig(endpoint, credentials, options), self.http)
+            self.registry.create(adapter, ProviderConfig(endpoint, credentials, options), client)
         except AdapterConfigError as exc:
             raise Unprocessable("validation_error", f"{adapter}: {exc}") from exc
+        await self._check_endpoint(school_id, endpoint)  # last: in production it resolves the name
         enc = self.keyring.encrypt(json.dumps(credentials), aad=self._aad(school_id, adapter))
         async with self.db.transaction() as session:
             await self._check_store_refs(session, school_id, options.get("store_refs"))
@@ -199,15 +162,52 @@ class ProviderSettings:
         config = await self.config(school_id, name)
         if config is None:
             return None
-        return self.registry.create(name, config, self.http)
+        return self.registry.create(name, config, self.outbound.client(school_id))
 
-    async def environment_violations(self) -> list[str]:
-        """Settings that break the environment guard; start-up refuses to run while any exist."""
+    async def verify_endpoint(self, school_id: str, adapter: str) -> None:
+        """Before ``/check`` probes a stored endpoint: 422 when the guard refuses it now, 502 when
+        its name does not resolve (the round trip could not be made)."""
+        config = await self.config(school_id, adapter)
+        if config is None:
+            return
+        try:
+            await self.outbound.check_url(config.endpoint, school_id)
+        except EndpointUnresolved as exc:
+            raise BadGateway("provider_check_failed", f"{adapter}: {exc}") from None
+        except EndpointInvalid as exc:
+            raise Unprocessable("validation_error", str(exc)) from None
+        except EndpointRefused as exc:
+            raise Unprocessable("endpoint_not_allowed", str(exc)) from None
+
+    async def startup_violations(self) -> list[str]:
+        """Stored settings the guard refuses now; start-up refuses to run while any exist.
+
+        A name that does not resolve is only logged: a DNS outage must not stop the gateway, and
+        every call is judged again anyway."""
         async with self.db.transaction() as session:
             rows = list((await session.execute(select(ProviderSetting))).scalars())
-        bad = []
-        for row in rows:
-            sandbox = is_sandbox_url(row.endpoint)
-            if (self.env is Environment.SANDBOX) != sandbox:
-                bad.append(f"school {row.school_id} adapter {row.adapter} -> {row.endpoint}")
-        return bad
+        limit = asyncio.Semaphore(16)  # lookups run side by side, a few at a time
+
+        async def judge(row: ProviderSetting) -> str | None:
+            async with limit:
+                return await self._startup_violation(row)
+
+        found = await asyncio.gather(*(judge(row) for row in rows))
+        return [v for v in found if v is not None]
+
+    async def _startup_violation(self, row: ProviderSetting) -> str | None:
+        where = f"school {row.school_id} adapter {row.adapter}"
+        creds = json.loads(
+            self.keyring.decrypt(row.credentials_enc, aad=self._aad(row.school_id, row.adapter))
+        )
+        try:
+            refuse_published(self.env, creds, "credentials")
+        except Unprocessable as exc:
+            return f"{where}: {exc.detail}"
+        try:
+            await self.outbound.check_url(row.endpoint, row.school_id)
+        except EndpointUnresolved as exc:
+            log.warning("%s -> %s: not checked at start-up: %s", where, row.endpoint, exc)
+        except (EndpointRefused, EndpointInvalid) as exc:
+            return f"{where} -> {row.endpoint}: {exc}"
+        return None

@@ -19,6 +19,8 @@ from gateway.auth.tokens import hash_token, new_token
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
+from gateway.protection.published import refuse_published
+from gateway.settings import Environment
 from gateway.store.db import Database
 from gateway.store.models import ApiKey, Card, Device, DeviceKey, School, Store, Student, new_id, utcnow
 from gateway.tenancy.funding import FundingService
@@ -40,7 +42,7 @@ class CreatedDevice:
     secret: str | None
 
 
-def _check_public_key(pem: str | None) -> str:
+def _check_public_key(pem: str | None, env: Environment) -> str:
     if not pem:
         raise Unprocessable("validation_error", "public_key (PEM) is required for ed25519")
     try:
@@ -49,12 +51,35 @@ def _check_public_key(pem: str | None) -> str:
         raise Unprocessable("validation_error", "public_key is not a PEM public key") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise Unprocessable("validation_error", "public_key must be an Ed25519 key")
+    refuse_published(env, {"public_key": pem}, "device")  # the signing test vectors' key
     return pem
 
 
 class TenancyService:
-    def __init__(self, db: Database, keyring: Keyring) -> None:
-        self.db, self.keyring = db, keyring
+    def __init__(self, db: Database, keyring: Keyring, env: Environment = Environment.SANDBOX) -> None:
+        self.db, self.keyring, self.env = db, keyring, env
+
+    async def startup_violations(self) -> list[str]:
+        """Active device keys production refuses (published test keys registered before)."""
+        if self.env is not Environment.PRODUCTION:
+            return []
+        async with self.db.transaction() as session:
+            keys = (
+                await session.execute(
+                    select(DeviceKey).where(
+                        DeviceKey.status == "active", DeviceKey.public_key_pem.is_not(None)
+                    )
+                )
+            ).scalars()
+            bad = []
+            for key in keys:
+                try:
+                    refuse_published(self.env, {"public_key": key.public_key_pem or ""}, "device")
+                except Unprocessable as exc:
+                    bad.append(
+                        f"school {key.school_id} device {key.device_id} key {key.key_id}: {exc.detail}"
+                    )
+        return bad
 
     async def ensure_platform_token(self, token: str) -> None:
         async with self.db.transaction() as session:
@@ -140,7 +165,7 @@ class TenancyService:
                 device_id=device.id,
                 school_id=device.school_id,
                 alg=alg,
-                public_key_pem=_check_public_key(public_key),
+                public_key_pem=_check_public_key(public_key, self.env),
             ), None
         secret = "hsk_" + secrets.token_urlsafe(32)
         enc = self.keyring.encrypt(secret, aad=f"device_key/{key_id}")

@@ -265,7 +265,7 @@ def _logged_text(record: logging.LogRecord) -> str:
 async def test_sandbox_refuses_live_provider_hosts(harness: Harness, endpoint: str) -> None:
     path = f"/v1/schools/{harness.school_id}/providers/ecard"
     body = {"endpoint": endpoint, "credentials": {"merchant_id": "m", "secret": "s"}}
-    assert_problem(await harness.admin("PUT", path, body), 422, "provider_url_not_allowed")
+    assert_problem(await harness.admin("PUT", path, body), 422, "endpoint_not_allowed")
     assert (await harness.admin("GET", path)).json()["endpoint"] == f"{SANDBOX}/ecard"
 
 
@@ -342,7 +342,7 @@ async def test_production_has_no_sandbox_and_guards_providers(production: Any, h
             json=body,
             headers={"Authorization": f"Bearer {school['api_key']}"},
         )
-        assert_problem(r, 422, "provider_url_not_allowed")
+        assert_problem(r, 422, "endpoint_not_allowed")
         # a live-looking endpoint with the sandbox's published Alipay key: refused as well
         test_key = {
             "endpoint": "https://openapi.alipay.com/gateway.do",
@@ -357,7 +357,7 @@ async def test_production_has_no_sandbox_and_guards_providers(production: Any, h
             json=test_key,
             headers={"Authorization": f"Bearer {school['api_key']}"},
         )
-        assert_problem(r, 422, "provider_url_not_allowed")
+        assert_problem(r, 422, "sandbox_credential_in_production")
 
 
 async def test_production_refuses_to_start_without_a_master_key(production: Any) -> None:

@@ -19,6 +19,8 @@ PUBLIC = [
     "gateway.errors",
     "gateway.settings",
     "gateway.app",
+    "gateway.outbound",
+    "gateway.protection.published",
 ]
 
 
