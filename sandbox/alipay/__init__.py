@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 
 from sandbox.alipay import wire
 from sandbox.alipay.gateway import PROVIDER, AlipayGateway, create_alipay_app
-from sandbox.alipay.notify import Notifier, NotifyFaultIn, ScheduleIn
+from sandbox.alipay.notify import AlipayNotifier, NotifyFaultIn, ScheduleIn
 from sandbox.alipay.state import AlipayState
 from sandbox.alipay.trades import METHODS, status_of
 from sandbox.asgi import EventLogMiddleware
@@ -58,7 +58,7 @@ class AlipayProvider:
     ) -> None:
         self.control = control
         self.state = AlipayState()
-        self.notifier = Notifier(control, lambda data: wire.sign(self.state.alipay_key, data))
+        self.notifier = AlipayNotifier(control, lambda data: wire.sign(self.state.alipay_key, data))
         self.notifier.client = notify_client
         self.gateway = AlipayGateway(self.state, control, self.notifier)
         self.gateway.directory = directory
@@ -154,14 +154,14 @@ class AlipayProvider:
         @router.get("/notify-faults")
         async def notify_faults() -> dict[str, Any]:
             return {
-                "faults": [f.model_dump() for f in notifier.faults()],
+                "faults": [f.listing() for f in notifier.faults()],
                 "pending_deliveries": notifier.pending,
             }
 
         @router.post("/notify-faults")
         async def add_notify_fault(spec: NotifyFaultIn) -> dict[str, Any]:
             fault = notifier.add_fault(spec)
-            return {"id": fault.id, "fault": fault.model_dump()}
+            return {"id": fault.id, "fault": fault.listing()}
 
         @router.delete("/notify-faults")
         async def clear_notify_faults() -> dict[str, Any]:

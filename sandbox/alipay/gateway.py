@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sandbox.alipay import trades, wire
 from sandbox.alipay.keys import ALIPAY_PUBLIC_KEY_PEM
-from sandbox.alipay.notify import Notifier
+from sandbox.alipay.notify import AlipayNotifier
 from sandbox.alipay.state import AlipayState, App
 from sandbox.alipay.trades import Call, Invalid, Outcome
 from sandbox.control import ControlPlane
@@ -93,7 +93,7 @@ class AppIn(BaseModel):
 class AlipayGateway:
     """Everything between the wire and the business rules, for one sandbox's Alipay state."""
 
-    def __init__(self, state: AlipayState, control: ControlPlane, notifier: Notifier) -> None:
+    def __init__(self, state: AlipayState, control: ControlPlane, notifier: AlipayNotifier) -> None:
         self.state = state
         self.control = control
         self.notifier = notifier
@@ -182,7 +182,7 @@ class AlipayGateway:
             for kind, fields in outcome.events:
                 self.control.record(PROVIDER, kind, call.app.app_id, **fields)
         for notice in outcome.notices:
-            self.notifier.send(notice)
+            self.notifier.notify(notice)
         return outcome
 
 

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from sandbox.asgi import EventLogMiddleware
 from sandbox.bank.gateway import OPERATIONS, PROVIDER, BankGateway, create_bank_app
-from sandbox.bank.notify import Notifier, ScheduleIn
+from sandbox.bank.notify import BankNotifier, NotifyFaultIn, ScheduleIn
 from sandbox.bank.state import Account, BankState, masked
 from sandbox.control import ControlPlane
 from sandbox.faults import ALL_ACTIONS
@@ -58,7 +58,7 @@ class BankProvider:
     def __init__(self, control: ControlPlane, notify_client: httpx.AsyncClient | None = None) -> None:
         self.control = control
         self.state = BankState()
-        self.notifier = Notifier(control)
+        self.notifier = BankNotifier(control)
         self.notifier.client = notify_client
         self.gateway = BankGateway(self.state, control, self.notifier)
         self.fastapi_app = create_bank_app(self.gateway)
@@ -171,5 +171,21 @@ class BankProvider:
         async def set_schedule(body: ScheduleIn) -> dict[str, Any]:
             notifier.scale = body.scale
             return notifier.schedule()
+
+        @router.get("/notify-faults")
+        async def notify_faults() -> dict[str, Any]:
+            return {
+                "faults": [f.listing() for f in notifier.faults()],
+                "pending_deliveries": notifier.pending,
+            }
+
+        @router.post("/notify-faults")
+        async def add_notify_fault(spec: NotifyFaultIn) -> dict[str, Any]:
+            fault = notifier.add_fault(spec)
+            return {"id": fault.id, "fault": fault.listing()}
+
+        @router.delete("/notify-faults")
+        async def clear_notify_faults() -> dict[str, Any]:
+            return {"deleted": notifier.clear_faults()}
 
         return router

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.bank import wire
 from sandbox.bank.ledger import RESP_MSG, Ledger, Outcome, parse_token_data
-from sandbox.bank.notify import Notifier
+from sandbox.bank.notify import BankNotifier
 from sandbox.bank.state import BankState, Merchant, Txn, beijing
 from sandbox.control import ControlPlane
 from sandbox.faults import FaultEffect, fault_effect, faulted
@@ -155,7 +155,7 @@ class MerchantIn(BaseModel):
 
 
 class BankGateway:
-    def __init__(self, state: BankState, control: ControlPlane, notifier: Notifier) -> None:
+    def __init__(self, state: BankState, control: ControlPlane, notifier: BankNotifier) -> None:
         self.state = state
         self.control = control
         self.notifier = notifier
@@ -179,11 +179,15 @@ class BankGateway:
             return form_response(fields)
         return form_response(sign(merchant, fields, variant))
 
-    def notification(self, merchant: Merchant, txn: Txn) -> dict[str, str]:
+    def notification(self, merchant: Merchant, txn: Txn, *, forged: bool = False) -> dict[str, str]:
+        """The signed notification of a transaction; `forged`: signed by someone not the bank
+        (a well-formed certificate of another root, or a wrong secure key)."""
         fields = {k: txn.notify_fields[k] for k in NOTIFY_ECHO if k in txn.notify_fields}
         fields.update(respCode="00", respMsg=RESP_MSG["00"], queryId=txn.query_id, **txn.extras)
         if txn.orig_query_id:
             fields["origQryId"] = txn.orig_query_id
+        if forged:
+            return sign(merchant, fields, "other_root" if merchant.sign_method == "01" else "corrupt")
         return sign(merchant, fields)
 
     # --- the pipeline --------------------------------------------------------------------------
@@ -312,7 +316,12 @@ class BankGateway:
             self.control.record(PROVIDER, kind, merchant.mer_id, **event)
         txn = outcome.notify
         if txn is not None and txn.back_url:
-            self.notifier.send(merchant.mer_id, txn.back_url, lambda: self.notification(merchant, txn))
+            self.notifier.notify(
+                merchant.mer_id,
+                txn.back_url,
+                self.notification(merchant, txn),
+                lambda: self.notification(merchant, txn, forged=True),
+            )
         return outcome
 
     # --- sandbox-only merchant registration ----------------------------------------------------

@@ -2,122 +2,52 @@
 
 A form POST signed like a response in the merchant's mode; delivered when the answer is HTTP 200
 (any body). The first attempt goes at once, retries after 60, 120, 240 and 480 s (5 attempts),
-each wait multiplied by ``scale`` (``POST /_control/bank/notify-schedule``).
+each wait multiplied by ``scale`` (``POST /_control/bank/notify-schedule``). Delivery and faults
+are sandbox/notifications.py's; faults match ``order_id`` and ``txn_type`` here, and a void's or
+refund's notification is about the same payment as its consume's (``out_of_order``).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
-
-import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from collections.abc import Callable
 
 from sandbox.bank.wire import FORM_TYPE, encode_form
 from sandbox.control import ControlPlane
+from sandbox.notifications import Notifier, NotifyFaultSpec, Outgoing, ScheduleIn
+
+__all__ = ["BankNotifier", "NotifyFaultIn", "ScheduleIn"]
 
 PROVIDER = "bank"
 RETRY_SCHEDULE_S = (60, 120, 240, 480)
-ATTEMPT_TIMEOUT_S = 10.0
-LOGGED_ANSWER_LIMIT = 200
 
 
-class ScheduleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NotifyFaultIn(NotifyFaultSpec):
+    order_id: str | None = None
+    txn_type: str | None = None  # 01 consume, 31 void, 04 refund
 
-    scale: float = Field(gt=0, le=1000, description="multiplies every wait of the retry schedule")
 
-
-class Notifier:
+class BankNotifier(Notifier):
     def __init__(self, control: ControlPlane) -> None:
-        self.control = control
-        self.client: httpx.AsyncClient | None = None  # None: a fresh client per attempt
-        self.scale = 1.0
-        self._tasks: set[asyncio.Task[None]] = set()
+        super().__init__(control, PROVIDER, RETRY_SCHEDULE_S, lambda status, _text: status == 200)
 
-    def schedule(self) -> dict[str, Any]:
-        return {
-            "scale": self.scale,
-            "first_attempt_s": 0,
-            "retry_waits_s": [wait * self.scale for wait in RETRY_SCHEDULE_S],
-            "attempts": 1 + len(RETRY_SCHEDULE_S),
-            "pending_deliveries": self.pending,
-        }
-
-    @property
-    def pending(self) -> int:
-        return len(self._tasks)
-
-    async def reset(self) -> None:
-        await self.aclose()
-        self.scale = 1.0
-
-    async def aclose(self) -> None:
-        """Stop every pending delivery (the client, if given, stays the caller's to close)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
-
-    def send(self, mer_id: str, url: str, build: Callable[[], dict[str, str]]) -> None:
-        """Deliver the signed fields ``build`` returns (built once) to ``url``."""
-        self._spawn(self._deliver(mer_id, url, build()))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _deliver(self, mer_id: str, url: str, fields: dict[str, str]) -> None:
-        for attempt in range(1, len(RETRY_SCHEDULE_S) + 2):
-            if attempt > 1:
-                await asyncio.sleep(RETRY_SCHEDULE_S[attempt - 2] * self.scale)
-            if await self._attempt(mer_id, url, fields, attempt):
-                return
-        self.control.record(
-            PROVIDER,
-            "bank.notify_gave_up",
-            mer_id,
-            url=url,
-            order_id=fields.get("orderId"),
-            query_id=fields.get("queryId"),
+    def notify(
+        self, mer_id: str, url: str, fields: dict[str, str], forge: Callable[[], dict[str, str]]
+    ) -> None:
+        """Deliver the signed `fields`; `forge()` signs the same ones with a key not the bank's."""
+        payment = fields.get("origQryId") or fields.get("queryId")
+        self.send(
+            Outgoing(
+                merchant_id=mer_id,
+                url=url,
+                body=encode_form(fields),
+                content_type=FORM_TYPE,
+                thread=f"{mer_id}:{payment}",
+                match={"order_id": fields.get("orderId"), "txn_type": fields.get("txnType")},
+                fields={
+                    "order_id": fields.get("orderId"),
+                    "query_id": fields.get("queryId"),
+                    "txn_type": fields.get("txnType"),
+                },
+                forge=lambda: encode_form(forge()),
+            )
         )
-
-    async def _attempt(self, mer_id: str, url: str, fields: dict[str, str], attempt: int) -> bool:
-        body = encode_form(fields)
-        headers = {"content-type": FORM_TYPE}
-        status: int | None = None
-        answer = ""
-        error: str | None = None
-        try:
-            if self.client is not None:
-                response = await self.client.post(
-                    url, content=body, headers=headers, timeout=ATTEMPT_TIMEOUT_S
-                )
-            else:
-                async with httpx.AsyncClient(timeout=ATTEMPT_TIMEOUT_S) as client:
-                    response = await client.post(url, content=body, headers=headers)
-            status = response.status_code
-            answer = response.text[:LOGGED_ANSWER_LIMIT]
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a refused connection, a timeout, an app that raised over ASGI
-            error = f"{type(exc).__name__}: {exc}"[:LOGGED_ANSWER_LIMIT]
-        delivered = status == 200
-        self.control.record(
-            PROVIDER,
-            "bank.notify",
-            mer_id,
-            url=url,
-            attempt=attempt,
-            order_id=fields.get("orderId"),
-            query_id=fields.get("queryId"),
-            txn_type=fields.get("txnType"),
-            status=status,
-            answer=answer,
-            error=error,
-            delivered=delivered,
-        )
-        return delivered

@@ -278,3 +278,37 @@ async def test_reset_stops_pending_deliveries(alipay: AlipayTestClient, merchant
     await alipay.http.post("/_control/reset")
     assert (await alipay.http.get("/_control/alipay/notify-faults")).json()["pending_deliveries"] == 0
     assert (await alipay.http.get("/_control/alipay/notify-schedule")).json()["scale"] == 1.0
+
+
+async def test_forged_goes_first_once_and_does_not_verify(
+    alipay: AlipayTestClient, merchant: Merchant
+) -> None:
+    merchant.answers = [(400, "fail")]  # the merchant refuses the forgery; the genuine one is taken
+    await add_notify_fault(alipay.http, mode="forged")
+    await paid(alipay)
+    await until(lambda: len(merchant.received) == 2)
+    forged, genuine = merchant.received
+
+    def verifies(note: dict[str, str]) -> bool:
+        text = content_to_sign(note, exclude=("sign", "sign_type"))
+        return rsa2_verifies(alipay.alipay_public_key, text.encode(), note["sign"])
+
+    assert {k: v for k, v in forged.items() if k != "sign"} == {
+        k: v for k, v in genuine.items() if k != "sign"
+    }
+    assert not verifies(forged) and verifies(genuine)
+    log = await notify_events(alipay.http)
+    assert [(e["forged"], e["delivered"]) for e in log] == [(True, False), (False, True)]
+    await asyncio.sleep(0.1)
+    assert len(merchant.received) == 2  # a forger does not retry
+
+
+async def test_notification_faults_fire_every_nth_time(alipay: AlipayTestClient, merchant: Merchant) -> None:
+    await add_notify_fault(alipay.http, mode="drop", every=2, times=-1)
+    for n in range(1, 5):
+        await paid(alipay, f"T{n}")
+    await until(lambda: len(merchant.received) == 2)
+    await asyncio.sleep(0.1)
+    assert [n["out_trade_no"] for n in merchant.received] == ["T1", "T3"]
+    listed = (await alipay.http.get("/_control/alipay/notify-faults")).json()["faults"]
+    assert listed[0]["matched"] == 4

@@ -4,6 +4,8 @@ success, and a query always tells whether money moved."""
 # ruff: noqa: F811  (the fixtures imported from test_bank are redefined as parameters)
 from __future__ import annotations
 
+import asyncio
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -130,3 +132,61 @@ async def test_fault_rules_through_the_control_plane(bank: BankClient, client: h
     assert unknown.status_code == 422
     kinds = [e["action"] for e in await events(client, "bank.fault")]
     assert kinds == ["error_500", "bad_signature", "drop_after_apply"]
+
+
+async def notify_fault(client: httpx.AsyncClient, **spec: Any) -> None:
+    response = await client.post("/_control/bank/notify-faults", json=spec)
+    assert response.status_code == 200, response.text
+
+
+async def test_notification_drop_and_duplicate(
+    bank: BankClient, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await notify_fault(client, mode="drop", txn_type="01")
+    paid = await bank.consume(300)
+    await notify_fault(client, mode="duplicate")
+    refunded = await bank.refund(paid, 100)
+    await until(lambda: len(receiver.received) == 2)
+    await asyncio.sleep(0.1)
+    assert [n["queryId"] for n in receiver.received] == [refunded["queryId"]] * 2  # no consume's
+    faults = await events(client, "bank.notify_fault")
+    assert [(f["mode"], f["order_id"]) for f in faults] == [
+        ("drop", paid["orderId"]),
+        ("duplicate", refunded["orderId"]),
+    ]
+
+
+async def test_notification_out_of_order_holds_the_consume_until_its_refund(
+    bank: BankClient, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await notify_fault(client, mode="out_of_order", txn_type="01", delay_ms=10_000)
+    paid = await bank.consume(300)
+    await asyncio.sleep(0.1)
+    assert receiver.received == []
+    await bank.refund(paid, 100)
+    await until(lambda: len(receiver.received) == 2)
+    assert [n["txnType"] for n in receiver.received] == ["04", "01"]
+
+
+@pytest.mark.parametrize("mode", ["01", "11"])
+async def test_a_forged_notification_goes_first_once_and_never_verifies(
+    bank_app: FastAPI, client: httpx.AsyncClient, receiver: Receiver, mode: str
+) -> None:
+    receiver.statuses = [400]  # refused; the genuine one that follows is taken
+    await notify_fault(client, mode="forged")
+    await BankClient(client, mode).consume(300)
+    await until(lambda: len(receiver.received) == 2)
+    forged, genuine = receiver.received
+    assert forged["orderId"] == genuine["orderId"] and forged["txnAmt"] == genuine["txnAmt"]
+    assert response_problem(mode, forged) == ("chain" if mode == "01" else "signature")
+    assert response_problem(mode, genuine) is None
+    log = await events(client, "bank.notify")
+    assert [(e["forged"], e["delivered"]) for e in log] == [(True, False), (False, True)]
+
+
+async def test_notification_faults_are_listed_and_cleared(client: httpx.AsyncClient) -> None:
+    await notify_fault(client, mode="drop", probability=0.5, seed=3, times=-1)
+    listed = (await client.get("/_control/bank/notify-faults")).json()
+    assert [(f["mode"], f["seed"], f["matched"]) for f in listed["faults"]] == [("drop", 3, 0)]
+    assert (await client.post("/_control/bank/notify-faults", json={"mode": "lose"})).status_code == 422
+    assert (await client.delete("/_control/bank/notify-faults")).json() == {"deleted": 1}
