@@ -105,7 +105,8 @@ def unsigned_copy(
 ) -> httpx.Request:
     """The same request with its signature headers kept but method/body/headers changed."""
     headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", *drop)}
-    headers.update(set_headers or {})
+    # replaced, not added beside: the original names are lower-case, ``set_headers``' may not be
+    headers.update({k.lower(): v for k, v in (set_headers or {}).items()})
     content = request.content if body is None else body
     return httpx.Request(method or request.method, request.url, content=content or None, headers=headers)
 
@@ -143,9 +144,11 @@ def sign_with_library(
     *,
     nonce: str | None = None,
     expires: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> None:
-    """A valid signature by ``creds`` made with the library's own signer, for parameters the
-    client never sends (no ``nonce``; an ``expires``), covering what the contract requires."""
+    """A valid signature by ``creds`` made with the library's own signer, for what the client
+    never sends (no ``nonce``; an ``expires``; ``extra`` covered components after those the
+    contract requires)."""
     assert creds.alg == "ed25519" and creds.private_key_pem
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -160,6 +163,7 @@ def sign_with_library(
         covered.append("content-digest")
     if "idempotency-key" in request.headers:
         covered.append("idempotency-key")
+    covered.extend(extra)
     signer.sign(
         _Signable(request.method, str(request.url), request.headers),
         key_id=creds.key_id,

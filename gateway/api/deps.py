@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from gateway.auth.headers import RequestHeaders
 from gateway.auth.tokens import AdminPrincipal
 from gateway.idempotency.service import validate_key
 from gateway.payments.service import Caller
 from gateway.services import Services
 
-__all__ = ["AdminDep", "DeviceDep", "ServicesDep", "path_and_query"]
+__all__ = ["AdminDep", "DeviceDep", "ServicesDep", "device_headers", "path_and_query"]
 
 
 def get_services(request: Request) -> Services:
@@ -52,13 +53,25 @@ _BEARER = HTTPBearer(
 )
 
 
+def device_headers(request: Request) -> RequestHeaders:
+    """The one reading of a device request's headers: the signature check and the
+    Idempotency-Key handling both use it, so both see the same single value of each."""
+    headers: RequestHeaders | None = getattr(request.state, "device_headers", None)
+    if headers is None:
+        headers = RequestHeaders(request.scope["headers"])
+        request.state.device_headers = headers
+    return headers
+
+
 async def authenticate_device(
     request: Request, services: ServicesDep, _signature: Annotated[str | None, Security(_SIGNATURE)]
 ) -> Caller:
     body = await request.body()
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = device_headers(request)
     if "idempotency-key" in headers:
-        # A malformed key cannot even be signed over: say what is wrong with it, not "bad signature".
+        # A malformed key cannot even be signed over: say what is wrong with it, not "bad
+        # signature". A repeated one is refused first: which copy would be "the" key?
+        headers.require_single(["idempotency-key"])
         validate_key(headers["idempotency-key"])
     identity = await services.devices.authenticate(
         method=request.method,

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from gateway.api.deps import path_and_query
+from gateway.api.deps import device_headers, path_and_query
 from gateway.idempotency.service import Claim, validate_key
 from gateway.payments.service import Caller, is_pending
 from gateway.payments.state import payment_resource, refund_resource
@@ -34,7 +34,8 @@ def resource_response(resource: Payment | Refund) -> Response:
 
 
 async def run_idempotent(request: Request, services: Services, caller: Caller, execute: Execute) -> Response:
-    key = validate_key(request.headers.get("idempotency-key"))
+    # The very value the signature covered (authenticate_device refused a repeated header).
+    key = validate_key(device_headers(request).get("idempotency-key"))
     body = await request.body()
     fingerprint = services.idempotency.fingerprint(request.method, path_and_query(request), body)
     claim = await services.idempotency.claim(caller.device_id, key, fingerprint)

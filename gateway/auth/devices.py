@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from gateway.auth.headers import RequestHeaders
 from gateway.auth.nonces import NonceStore
 from gateway.auth.signatures import check_freshness, parse_signature_params, verify_signature
 from gateway.errors import Unauthorized
@@ -34,7 +34,7 @@ class DeviceAuthenticator:
         self.max_skew = max_skew
 
     async def authenticate(
-        self, *, method: str, path_and_query: str, headers: Mapping[str, str], body: bytes, now: datetime
+        self, *, method: str, path_and_query: str, headers: RequestHeaders, body: bytes, now: datetime
     ) -> DeviceIdentity:
         """``now`` is the gateway's clock (the one ``Date`` reports), not the host's."""
         params = parse_signature_params(headers)

@@ -6,13 +6,13 @@ The verifier, not the message, decides what is acceptable: the key comes from ou
 ``alg`` is refused before any cryptography runs); the covered components must include
 ``@method`` and ``@target-uri`` (built from CAMPUSPAY_PUBLIC_BASE_URL, so a TLS-terminating
 proxy in front does not break signatures), ``content-digest`` when there is a body and
-``idempotency-key`` when that header is sent.
+``idempotency-key`` when that header is sent. Each of those headers, and every other header the
+signature covers, must come once (gateway.auth.headers).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from http_message_signatures import (
 )
 from http_message_signatures.digests import ContentDigest
 
+from gateway.auth.headers import SIGNATURE_HEADERS, RequestHeaders
 from gateway.errors import Unauthorized
 
 __all__ = ["ALGORITHMS", "SignatureParams", "parse_signature_params", "verify_signature"]
@@ -75,8 +76,9 @@ class _OneKey(HTTPSignatureKeyResolver):
         raise KeyError(key_id)
 
 
-def parse_signature_params(headers: Mapping[str, str]) -> SignatureParams:
+def parse_signature_params(headers: RequestHeaders) -> SignatureParams:
     """Read (without trusting) the parameters of the ``sig1`` signature."""
+    headers.require_single(SIGNATURE_HEADERS)
     raw_input, raw_sig = headers.get("signature-input"), headers.get("signature")
     if not raw_input or not raw_sig:
         raise Unauthorized("signature_missing")
@@ -125,7 +127,7 @@ def verify_signature(
     key_material: str,
     method: str,
     target_uri: str,
-    headers: Mapping[str, str],
+    headers: RequestHeaders,
     body: bytes,
 ) -> None:
     """Raise ``Unauthorized`` unless the request carries a valid signature by this key.
@@ -141,6 +143,7 @@ def verify_signature(
     missing = [c for c in required if c not in params.components]
     if missing:
         raise Unauthorized("signature_components_missing", f"signature must cover {', '.join(missing)}")
+    headers.require_single(c for c in params.components if not c.startswith("@"))
     if body:
         digest = headers.get("content-digest")
         if not digest:
