@@ -88,11 +88,26 @@ def sandbox(
     port: Annotated[
         int, typer.Option(help="Port (use 80 for SDKs that cannot take a port; needs root)")
     ] = 8090,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the providers' books here across restarts (default: in memory only)"),
+    ] = None,
 ) -> None:
     """Run the sandbox providers alone."""
+    from sandbox import create_sandbox_app
+    from sandbox.persist import StateDirError
     from sandbox.server import sandbox_server
 
-    sandbox_server(host=host, port=port).run()
+    try:
+        application = create_sandbox_app(state_dir)
+    except StateDirError as exc:
+        typer.echo(f"campuspay sandbox: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if state_dir is not None:
+        restored = application.state.restored
+        kept = f"restored {', '.join(restored)}" if restored else "nothing to restore yet"
+        typer.echo(f"campuspay sandbox: state in {state_dir.resolve()} ({kept})", err=True)
+    sandbox_server(application, host=host, port=port).run()
 
 
 @app.command()

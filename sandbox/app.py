@@ -19,14 +19,19 @@ from sandbox.bank import BankProvider
 from sandbox.control import ControlPlane, control_router
 from sandbox.ecard import EcardProvider
 from sandbox.face import FaceProvider
+from sandbox.persist import Book, CommitMiddleware, InPlace, StateStore
 
 ECARD_OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "sandbox-ecard.json"
 
 
-def create_sandbox_app() -> FastAPI:
-    """A fresh sandbox with its own state: fixed test data, no faults, clock offset 0."""
+def create_sandbox_app(state_dir: Path | None = None) -> FastAPI:
+    """A fresh sandbox with its own state: fixed test data, no faults, clock offset 0.
+
+    With `state_dir`, the providers' books are loaded from it when it holds any and kept in it
+    after every request (sandbox/persist.py), so a restarted sandbox carries on where it stopped.
+    """
     control = ControlPlane()
-    EcardProvider(control)  # registers itself with the control plane
+    ecard = EcardProvider(control)  # registers itself with the control plane
     face = FaceProvider(control)  # before any provider that takes face tokens: it is given face.cloud
     alipay = AlipayProvider(control, directory=face.cloud)
     bank = BankProvider(control)
@@ -39,6 +44,13 @@ def create_sandbox_app() -> FastAPI:
     app.include_router(control_router(control), prefix="/_control")
     for name, provider in control.providers.items():
         app.mount(f"/{name}", provider.app)
+    if state_dir is not None:
+        books: dict[str, Book] = {"control": control}
+        books.update({p.name: InPlace(p.state) for p in (ecard, alipay, bank)})
+        store = StateStore(state_dir, books)
+        app.state.restored = store.load()  # names of the books found in state_dir
+        control.on_commit = store.save
+        app.add_middleware(CommitMiddleware, store=store)
     return app
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -84,12 +84,34 @@ class ControlPlane:
         # The server's side of client connections, when the sandbox runs on real sockets
         # (sandbox/server.py): resets and truncations then happen on the wire.
         self.breaker: ConnectionBreaker | None = None
+        self.on_commit: Callable[[], None] | None = None  # set when state is kept on disk
         self._events: deque[dict[str, Any]] = deque(maxlen=EVENT_LOG_LIMIT)
         self._seq = 0
         self._faults: dict[str, FaultRule] = {}
 
     def register(self, provider: Provider) -> None:
         self.providers[provider.name] = provider
+
+    # --- kept across restarts (sandbox/persist.py) ---------------------------------------------
+    def commit(self) -> None:
+        """Keep the providers' books now (with --state-dir): called right after a faulted
+        operation is applied, before its answer is held or broken."""
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def snapshot(self) -> object:
+        return {
+            "seq": self._seq,
+            "offset_seconds": self.offset_seconds,
+            "provider_offsets": dict(self.provider_offsets),
+        }
+
+    def restore(self, snapshot: object) -> None:
+        assert isinstance(snapshot, dict)
+        # The sequence goes on from where it was, so a reader's since_seq cursor stays valid.
+        self._seq = int(snapshot["seq"])
+        self.offset_seconds = int(snapshot["offset_seconds"])
+        self.provider_offsets = dict(snapshot["provider_offsets"])
 
     # --- clock -------------------------------------------------------------------------------
     def now(self, provider: str | None = None) -> float:

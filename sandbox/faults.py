@@ -271,10 +271,12 @@ async def faulted(
     error: Callable[[], Response],
     refusal: Callable[[], Response] | None,
     breaker: ConnectionBreaker | None,
+    commit: Callable[[], None],
     what: str,
 ) -> Response:
     """Run one operation inside a fault: `apply` moves the money, `answer(result, corrupt)` is the
-    provider's signed answer, `error()` its own error answer, `refusal()` its auth refusal."""
+    provider's signed answer, `error()` its own error answer, `refusal()` its auth refusal,
+    `commit()` keeps the books (a sandbox killed while the answer is held still has them)."""
     if effect.sleep_before_s:
         await asyncio.sleep(effect.sleep_before_s)
     if effect.front_before is not None:
@@ -286,6 +288,7 @@ async def faulted(
     if effect.error_before:
         return error()
     result = await apply()
+    commit()
     if effect.error_after:
         return error()
     if effect.front_after is not None:

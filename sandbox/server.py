@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -91,11 +92,17 @@ def tracking_protocol(connections: Connections) -> type[H11Protocol]:
 
 
 def sandbox_server(
-    app: FastAPI | None = None, *, host: str = "127.0.0.1", port: int = 8090, **config: Any
+    app: FastAPI | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8090,
+    state_dir: Path | None = None,
+    **config: Any,
 ) -> uvicorn.Server:
-    """A uvicorn server running the sandbox (a fresh one unless given), whose fault rules can
-    break real connections; `config` goes to uvicorn.Config."""
-    app = app or create_sandbox_app()
+    """A uvicorn server running the sandbox (a fresh one, keeping its books in `state_dir` when
+    given, unless `app` is), whose fault rules can break real connections; `config` goes to
+    uvicorn.Config."""
+    app = app or create_sandbox_app(state_dir)
     connections = Connections()
     app.state.control.breaker = connections
     protocol = tracking_protocol(connections)

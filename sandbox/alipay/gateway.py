@@ -167,6 +167,7 @@ class AlipayGateway:
             error=lambda: PlainTextResponse("Internal Server Error", status_code=500),
             refusal=lambda: self.respond(node, refusal, app),
             breaker=self.control.breaker,
+            commit=self.control.commit,
             what=f"{PROVIDER} {method}",
         )
 

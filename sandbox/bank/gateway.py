@@ -282,6 +282,7 @@ class BankGateway:
             error=lambda: Response("Internal Server Error", status_code=500, media_type="text/plain"),
             refusal=lambda: self.answer(merchant, fields, "11"),
             breaker=self.control.breaker,
+            commit=self.control.commit,
             what=f"{PROVIDER} {operation}",
         )
 

@@ -170,6 +170,7 @@ class EcardEndpoints:
             error=lambda: self.signed(merchant, request, 500, error("INTERNAL_ERROR", "internal error")),
             refusal=lambda: self.signed(merchant, request, 401, error(*REFUSAL)),
             breaker=self.control.breaker,
+            commit=self.control.commit,
             what=f"{PROVIDER} {operation}",
         )
 

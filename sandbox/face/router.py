@@ -110,6 +110,7 @@ def create_face_app(cloud: FaceCloud, control: ControlPlane) -> FastAPI:
             error=lambda: _error(500, "INTERNAL_ERROR", "internal error"),
             refusal=None,  # the face cloud authenticates nobody: FACE_ACTIONS has no auth_refusal
             breaker=control.breaker,
+            commit=control.commit,
             what=f"{PROVIDER} {operation}",
         )
 
