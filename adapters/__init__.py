@@ -12,6 +12,7 @@ from adapters.base import (
     ProviderResult,
     ProviderUnreachable,
     RefundRequest,
+    Refusal,
 )
 from adapters.registry import AdapterRegistry, UnknownAdapter, default_registry
 
@@ -28,6 +29,7 @@ __all__ = [
     "ProviderResult",
     "ProviderUnreachable",
     "RefundRequest",
+    "Refusal",
     "UnknownAdapter",
     "default_registry",
 ]

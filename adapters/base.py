@@ -21,6 +21,15 @@ Errors raised by adapters::
 
 Anything else that can go wrong during a call is reported as ``Outcome.UNKNOWN`` in the result,
 not raised, because the caller must then recover rather than give up.
+
+Only an answer *about the payment* is final. A provider that refuses the gateway's *request* --
+our credentials, signature, timestamp or parameters, a merchant it does not know or has
+disabled, throttling -- says nothing about whether money moved, so such an answer is never
+SUCCEEDED or FAILED: it is ``Outcome.UNKNOWN`` with ``refused`` saying what was refused (each
+adapter's ``codes.py`` sorts its provider's codes). ``nothing_applied`` adds that the provider
+verifiably applied nothing of *this* request (a signed refusal, before any processing). On
+``pay``, sent once per reference, that means the payment was not accepted; on query, cancel
+and refund it proves nothing about an earlier send, so there a refusal is simply unknown.
 """
 
 from __future__ import annotations
@@ -55,6 +64,8 @@ __all__ = [
     "ProviderResult",
     "ProviderUnreachable",
     "RefundRequest",
+    "Refusal",
+    "http_refusal",
 ]
 
 
@@ -74,6 +85,24 @@ class Outcome(enum.StrEnum):
     PENDING_USER = "pending_user"
     NOT_FOUND = "not_found"  # query only: the provider never saw this reference
     REVERSED = "reversed"  # query/cancel: money moved and was given back in full, or never will
+
+
+class Refusal(enum.StrEnum):
+    """What a provider refused about the gateway's *request* (not about the payment)."""
+
+    AUTH = "auth"  # credentials or permissions refused
+    SIGNATURE = "signature"  # our signature did not verify
+    TIMESTAMP = "timestamp"  # our timestamp is outside the provider's window (a clock drifted)
+    REPLAY = "replay"  # the provider had seen this request (its nonce) before
+    MERCHANT = "merchant"  # the merchant or app is unknown to the provider, or disabled
+    THROTTLED = "throttled"  # too many requests
+    MALFORMED = "malformed"  # the provider could not read the request (missing, invalid fields)
+
+
+def http_refusal(status: int) -> Refusal | None:
+    """What an HTTP status alone refuses (credentials, throttling), from whoever answered it: a
+    provider whose protocol always answers 200, or a proxy or rate limiter in front of it."""
+    return {401: Refusal.AUTH, 403: Refusal.AUTH, 429: Refusal.THROTTLED}.get(status)
 
 
 class Operation(enum.StrEnum):
@@ -168,6 +197,31 @@ class ProviderResult:
     retryable: bool = False  # for UNKNOWN: whether the same call may simply be repeated
     raw: Mapping[str, Any] = field(default_factory=dict)  # scrubbed provider fields, for audit
     paid_at: datetime | None = None
+    # A refusal of the request itself (always with Outcome.UNKNOWN; see the module docstring).
+    refused: Refusal | None = None
+    # The provider verifiably applied nothing of this request (set only with ``refused``).
+    nothing_applied: bool = False
+
+    @classmethod
+    def refusal(
+        cls,
+        refused: Refusal,
+        code: str,
+        message: str | None = None,
+        *,
+        nothing_applied: bool,
+        raw: Mapping[str, Any] | None = None,
+    ) -> ProviderResult:
+        """The provider refused the request: unknown for the payment, worth repeating later."""
+        return cls(
+            Outcome.UNKNOWN,
+            code=code,
+            message=message,
+            retryable=True,
+            raw=dict(raw or {}),
+            refused=refused,
+            nothing_applied=nothing_applied,
+        )
 
 
 @dataclass(frozen=True)

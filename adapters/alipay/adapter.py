@@ -22,7 +22,10 @@ pay                        40004 ACQ.TRADE_HAS_SUCCESS                  SUCCEEDE
                                                                         else UNKNOWN
 pay                        40004 ACQ.CONTEXT_INCONSISTENT               UNKNOWN (not retryable)
 pay                        40004 any other ACQ.* sub_code               FAILED, code = sub_code
-pay                        20001 / 40001 / 40002 / 40003 / 40006        FAILED, code = sub_code
+any                        20001 / 40001 / 40002 / 40003 / 40006, or    UNKNOWN, ``refused`` (a
+                           40004 ACQ.INVALID_PARAMETER (codes.py)       refusal of the request;
+                                                                        nothing_applied when
+                                                                        signed)
 query                      10000 TRADE_SUCCESS / TRADE_FINISHED         SUCCEEDED
 query                      10000 WAIT_BUYER_PAY                         PENDING_USER
 query                      10000 TRADE_CLOSED                           REVERSED
@@ -46,12 +49,14 @@ any                        unsigned, bad signature, non-200, timeout    UNKNOWN
 =========================  ===========================================  ==========================
 
 Cancel never answers ``FAILED``: to the gateway a failed reversal means "it never moved money",
-which no Alipay refusal to cancel proves.
+which no Alipay refusal to cancel proves. A refusal of the request (our signature, app,
+permissions, parameters) is never ``FAILED`` on any operation: it says nothing about the trade.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 from collections.abc import Mapping
@@ -62,6 +67,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from adapters.alipay import wire
+from adapters.alipay.codes import request_refusal
 from adapters.base import (
     CANCEL_UNAVAILABLE,
     AdapterConfigError,
@@ -79,6 +85,7 @@ from adapters.base import (
     ProviderResult,
     ProviderUnreachable,
     RefundRequest,
+    http_refusal,
 )
 
 __all__ = ["AlipayAdapter", "AlipayError", "NotificationRejected"]
@@ -89,10 +96,6 @@ SUCCESS = "10000"
 USER_PAYING = "10003"
 SYSTEM_UNKNOWN = "20000"
 BUSINESS_FAILED = "40004"
-# The gateway refused the request itself (missing / invalid parameter, no permission): verified,
-# and nothing was processed.
-REQUEST_REFUSED = frozenset({"20001", "40001", "40002", "40003", "40006"})
-
 # 40004 sub_codes that do NOT prove a refusal.
 _SYSTEM_SUB_CODES = frozenset({"ACQ.SYSTEM_ERROR", "ACQ.SYSTEM_BUSY", "SYSTEM_ERROR"})
 CONTEXT_INCONSISTENT = "ACQ.CONTEXT_INCONSISTENT"
@@ -238,6 +241,16 @@ def _failed(node: Mapping[str, Any]) -> ProviderResult:
     )
 
 
+def _unverified_node(body: bytes, method: str) -> dict[str, Any]:
+    """What an unverified answer claims, only to sort it (never to decide on it)."""
+    try:
+        _, raw, _ = wire.locate_response_node(body, method)
+        node = json.loads(raw)
+    except (wire.ResponseNotVerified, ValueError):
+        return {}
+    return node if isinstance(node, dict) else {}
+
+
 def _is_business_refusal(node: Mapping[str, Any]) -> bool:
     """A verified 40004 whose sub_code names a business reason (not a system error)."""
     sub = _str(node, "sub_code")
@@ -367,24 +380,33 @@ class AlipayAdapter(BaseAdapter):
             )
         if response.status_code != 200:
             log.warning("alipay %s: HTTP %s", method, response.status_code)
-            return ProviderResult(
-                Outcome.UNKNOWN, code=f"HTTP_{response.status_code}", retryable=response.status_code >= 500
-            )
+            code = f"HTTP_{response.status_code}"
+            refused = http_refusal(response.status_code)
+            if refused is not None:  # from something in front of Alipay, unsigned: proves nothing
+                return ProviderResult.refusal(refused, code, nothing_applied=False)
+            return ProviderResult(Outcome.UNKNOWN, code=code, retryable=response.status_code >= 500)
         try:
             verified = wire.verify_response(body, method, self._alipay_key)
         except wire.ResponseNotVerified as exc:
             log.warning("alipay %s: %s", method, exc)
+            claimed = _unverified_node(body, method)
+            refused = request_refusal(_str(claimed, "code"), _str(claimed, "sub_code"))
+            if refused is not None:  # e.g. isv.invalid-app-id, which Alipay cannot sign
+                code = _str(claimed, "sub_code") or _str(claimed, "code")
+                return ProviderResult.refusal(refused, code, str(exc), nothing_applied=False)
             return ProviderResult(
                 Outcome.UNKNOWN, code="UNVERIFIED_RESPONSE", message=str(exc), retryable=True
             )
         node = verified.node
-        log.debug(
-            "alipay %s: %s code=%s sub_code=%s",
-            method,
-            verified.node_name,
-            _str(node, "code"),
-            _str(node, "sub_code"),
-        )
+        code, sub = _str(node, "code"), _str(node, "sub_code")
+        log.debug("alipay %s: %s code=%s sub_code=%s", method, verified.node_name, code, sub)
+        refused = request_refusal(code, sub)
+        if refused is not None:
+            # Alipay verifiably refused our request before processing it: news about the
+            # request (keys, app, permissions, parameters), none about the trade.
+            return ProviderResult.refusal(
+                refused, sub or code, _message(node), nothing_applied=True, raw=_scrub(node)
+            )
         return node
 
     @staticmethod
@@ -464,7 +486,7 @@ class AlipayAdapter(BaseAdapter):
         if code == BUSINESS_FAILED and sub == CONTEXT_INCONSISTENT:
             # Our reference was used with other details: the original's fate is not this answer.
             return _unknown(node, retryable=False)
-        if _is_business_refusal(node) or code in REQUEST_REFUSED:
+        if _is_business_refusal(node):
             return _failed(node)
         return _unknown(node)
 
@@ -575,7 +597,7 @@ class AlipayAdapter(BaseAdapter):
         if code == BUSINESS_FAILED and sub in (DISCORDANT_REPEAT_REQUEST, CONTEXT_INCONSISTENT):
             # Our refund reference was used with another amount: this answer is not its fate.
             return _unknown(node, retryable=False)
-        if _is_business_refusal(node) or code in REQUEST_REFUSED:
+        if _is_business_refusal(node):
             return _failed(node)
         return _unknown(node)
 
@@ -621,9 +643,7 @@ class AlipayAdapter(BaseAdapter):
         code, sub = _str(node, "code"), _str(node, "sub_code")
         if code == SUCCESS or (code == BUSINESS_FAILED and sub == TRADE_NOT_EXIST):
             return ProviderResult(Outcome.SUCCEEDED, code=sub or code, raw=_scrub(node))
-        if code in REQUEST_REFUSED:
-            return _failed(node)  # signed refusal: app id, permissions or parameters are wrong
-        return _unknown(node)
+        return _unknown(node)  # a refusal of app id, keys or permissions came back from _call
 
     # -- face -------------------------------------------------------------------------------
 
@@ -686,7 +706,7 @@ class AlipayAdapter(BaseAdapter):
             # nothing of this user is left at the provider: what a deletion is for. Retrying a
             # verified "no such user" would never end (e.g. after the provider purged it itself).
             return ProviderResult(Outcome.SUCCEEDED, code=sub, raw=_scrub(node))
-        if (code == BUSINESS_FAILED and sub and sub not in _SYSTEM_SUB_CODES) or code in REQUEST_REFUSED:
+        if code == BUSINESS_FAILED and sub and sub not in _SYSTEM_SUB_CODES:
             return _failed(node)
         return _unknown(node)
 

@@ -23,8 +23,10 @@ operation   bank answer                                                 outcome
 pay         respCode 00, txnAmt = the amount asked                      SUCCEEDED
 pay         03 / 04 / 05                                                UNKNOWN (retryable)
 pay         12 (orderId used with other details, e.g. blocked)          UNKNOWN (not retryable)
-pay         10 / 11 / 13 / 40 / 63 / 64 / any other code                FAILED, code = respCode
-pay         31 (unknown merId: unsigned by the bank's design)           UNKNOWN
+pay         40 / 63 / 64 / any other code about the payment             FAILED, code = respCode
+any         10 / 11 / 13 (the request refused; the bank records         UNKNOWN, ``refused``,
+            nothing), 31 (unknown merId: unsigned by the bank's         nothing_applied when
+            design), HTTP 401/403/429 (codes.py)                        signed
 query       34                                                          NOT_FOUND
 query       00, origTxnType 31 (our cancel's block on the orderId)      REVERSED
 query       00, origRespCode 00, and the cancel's void or full refund   REVERSED
@@ -40,12 +42,13 @@ cancel      no such order (34): blocking void on the orderId -> 35      REVERSED
 cancel      consume failed (origRespCode a failure)                     FAILED (nothing moved)
 cancel      consume 03 / 04 / 05, or anything unverified                UNKNOWN (retryable)
 refund      00                                                          SUCCEEDED
-refund      35 / 36 / 10 / 11 / 13 / other codes; the payment absent    FAILED, code = respCode
+refund      35 / 36 / other codes about the refund; the payment absent  FAILED, code = respCode
             or not successful
 refund      03 / 04 / 05                                                UNKNOWN (retryable)
 refund      12                                                          UNKNOWN (not retryable)
 check       a query of a never-used orderId answered 34 (or 00)         SUCCEEDED
 check       a verified other code                                       FAILED, code = respCode
+            (a refusal of the request: UNKNOWN, ``refused``)
 ==========  ==========================================================  ======================
 
 Cancel. UnionPay-style banks have no "close": a same-day void (消费撤销) gives the whole amount
@@ -75,6 +78,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.bank import wire
+from adapters.bank.codes import request_refusal
 from adapters.base import (
     AdapterConfigError,
     AdapterError,
@@ -89,6 +93,7 @@ from adapters.base import (
     ProviderResult,
     ProviderUnreachable,
     RefundRequest,
+    http_refusal,
 )
 
 __all__ = [
@@ -121,7 +126,6 @@ SUCCESS = "00"
 IN_DOUBT = frozenset({"03", "04", "05"})  # timeout, status unknown, being processed: query
 DUPLICATE = "12"
 NOT_FOUND = "34"
-UNKNOWN_MERCHANT = "31"  # the one answer the bank cannot sign
 NO_REFUNDABLE = "35"
 AMOUNT_MISMATCH = "36"
 
@@ -326,7 +330,11 @@ class BankAdapter(BaseAdapter):
             )
         if response.status_code != 200:
             log.warning("bank %s: HTTP %s", what, response.status_code)
-            return ProviderResult(Outcome.UNKNOWN, code=f"HTTP_{response.status_code}", retryable=True)
+            code = f"HTTP_{response.status_code}"
+            refused = http_refusal(response.status_code)
+            if refused is not None:  # from something in front of the bank, unsigned: proves nothing
+                return ProviderResult.refusal(refused, code, nothing_applied=False)
+            return ProviderResult(Outcome.UNKNOWN, code=code, retryable=True)
         try:
             answer = wire.decode_form(response.content)
         except (ValueError, UnicodeDecodeError):
@@ -345,6 +353,9 @@ class BankAdapter(BaseAdapter):
         except wire.ResponseNotVerified as exc:
             code = answer.get("respCode", "")
             log.warning("bank %s: respCode %s not verified: %s", what, code or "-", exc)
+            refused = request_refusal(code)
+            if refused is not None:  # 31 is never signed; any refusal unsigned proves nothing
+                return ProviderResult.refusal(refused, code, str(exc), nothing_applied=False)
             return ProviderResult(
                 Outcome.UNKNOWN,
                 code="UNVERIFIED_RESPONSE",
@@ -356,6 +367,17 @@ class BankAdapter(BaseAdapter):
             log.warning("bank %s: the answer is for another merchant or order", what)
             return ProviderResult(Outcome.UNKNOWN, code="MISMATCHED_RESPONSE", retryable=True)
         log.debug("bank %s: respCode %s", what, answer.get("respCode"))
+        refused = request_refusal(answer.get("respCode", ""))
+        if refused is not None:
+            # Signed, for this merchant and order: the bank refused the request and recorded
+            # nothing. News about the request, none about the payment.
+            return ProviderResult.refusal(
+                refused,
+                answer["respCode"],
+                answer.get("respMsg"),
+                nothing_applied=True,
+                raw=_scrub(answer),
+            )
         return _Answer(answer)
 
     # ------------------------------------------------------------------ query helpers
@@ -729,9 +751,9 @@ def _failed_or_unknown(body: Mapping[str, str]) -> ProviderResult:
     message = body.get("respMsg")
     if code in IN_DOUBT:
         return ProviderResult(Outcome.UNKNOWN, code=code, message=message, raw=_scrub(body), retryable=True)
-    if code == DUPLICATE or code == UNKNOWN_MERCHANT or not code:
+    if code == DUPLICATE or not code:
         # 12: our orderId already stands for other details (blocked by a cancel, or a changed
-        # retry): only a query tells what happened. 31 is never signed, so never verified here.
+        # retry): only a query tells what happened. (Refusals of the request never get here.)
         return ProviderResult(Outcome.UNKNOWN, code=code or "NO_CODE", message=message, raw=_scrub(body))
     return ProviderResult(Outcome.FAILED, code=code, message=message, raw=_scrub(body))
 

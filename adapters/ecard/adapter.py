@@ -3,11 +3,14 @@
 Mapping rule: only a verified ``SUCCESS`` or a verified business ``FAIL`` is final. Everything
 else -- timeouts, 5xx, ``ERROR`` results, unsigned or wrongly signed answers, conflicts on our
 own reference -- is ``UNKNOWN`` and goes to recovery, which queries by the same ``order_ref``.
+A refusal of the request itself (401 signature, timestamp or merchant; 422; 429) is
+``UNKNOWN`` with ``refused`` set, never ``FAILED``: it is not about the order (codes.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -31,6 +34,7 @@ from adapters.base import (
     ProviderUnreachable,
     RefundRequest,
 )
+from adapters.ecard.codes import PAYMENT_FAILURES, request_refusal
 from adapters.ecard.types import (
     MAX_OFFLINE_RECORDS,
     BlacklistChange,
@@ -54,24 +58,6 @@ _OFFLINE_KINDS = frozenset({"posted", "duplicate", "held_for_review", "rejected"
 
 log = logging.getLogger(__name__)
 
-# Business refusals: the provider verifiably moved nothing.
-_FINAL_FAILURES = frozenset(
-    {
-        "CARD_NOT_FOUND",
-        "CARD_LOST",
-        "CARD_FROZEN",
-        "INSUFFICIENT_BALANCE",
-        "PIN_REQUIRED",
-        "PIN_INVALID",
-        "PIN_LOCKED",
-        "OUTSIDE_MEAL_PERIOD",
-        "PRICE_MISMATCH",
-        "ORDER_REVERSED",
-        "REFUND_EXCEEDS_AMOUNT",
-        "NOT_REFUNDABLE",
-        "ORDER_NOT_FOUND",
-    }
-)
 _QUERY_STATUS = {
     "SUCCESS": Outcome.SUCCEEDED,
     "FAILED": Outcome.FAILED,
@@ -170,6 +156,13 @@ class EcardAdapter(BaseAdapter):
             )
         except ResponseNotVerified as exc:
             log.warning("ecard %s %s: HTTP %s, %s", method, path, response.status_code, exc)
+            code = _unverified_code(response.content)
+            refusal = request_refusal(response.status_code, code)
+            if refusal is not None:
+                # most likely a refusal (MERCHANT_UNKNOWN is never signed), but unproven
+                return ProviderResult.refusal(
+                    refusal[0], code or f"HTTP_{response.status_code}", str(exc), nothing_applied=False
+                )
             return ProviderResult(
                 Outcome.UNKNOWN, code="UNVERIFIED_RESPONSE", message=str(exc), retryable=True
             )
@@ -180,12 +173,15 @@ class EcardAdapter(BaseAdapter):
     def _failure_or_unknown(status: int, body: Mapping[str, Any]) -> ProviderResult:
         code = str(body.get("code") or "")
         message = str(body.get("message") or "")
-        if body.get("result") == "FAIL" and code in _FINAL_FAILURES:
+        if body.get("result") == "FAIL" and code in PAYMENT_FAILURES:
             return ProviderResult(Outcome.FAILED, code=code, message=message, raw=_scrub(body))
-        if status == 401:
-            # A signed refusal of our own credentials: nothing was applied.
-            return ProviderResult(
-                Outcome.FAILED, code=code or "PROVIDER_AUTH", message=message, raw=_scrub(body)
+        refusal = request_refusal(status, code)
+        if refusal is not None:
+            # A signed refusal of our request (credentials, clock, ...): news about the request,
+            # none about the order, which it neither charged nor reversed nor refunded.
+            kind, nothing_applied = refusal
+            return ProviderResult.refusal(
+                kind, code or f"HTTP_{status}", message, nothing_applied=nothing_applied, raw=_scrub(body)
             )
         return ProviderResult(
             Outcome.UNKNOWN,
@@ -294,7 +290,8 @@ class EcardAdapter(BaseAdapter):
             return body
         if result == "FAIL" and status in (200, 409) and code:
             raise EcardRefused(code, message)
-        if result == "ERROR" and status in (401, 422) and code:
+        refusal = request_refusal(status, code)
+        if result == "ERROR" and code and refusal is not None and refusal[1]:
             raise EcardRefused(code, message)  # signed: our request was refused, nothing applied
         raise EcardUnverified(code or f"HTTP_{status}", message)
 
@@ -535,6 +532,16 @@ def _offline_result(index: int, record: OfflineRecord, item: Any) -> OfflineResu
         original_result=original,
         message=_optional(item, "message", str),
     )
+
+
+def _unverified_code(content: bytes) -> str:
+    """The ``code`` an unverified answer claims, only to sort it (never to decide on it)."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return ""
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else ""
 
 
 def _parse_time(value: Any) -> datetime | None:
