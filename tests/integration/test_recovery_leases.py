@@ -60,7 +60,9 @@ async def test_a_starting_gateway_leaves_alone_a_payment_a_live_one_holds(
         try:
             await _until(consume_arrived, "the consume never reached the sandbox")
             async with first.services.db.transaction() as session:
-                held = (await session.execute(select(Payment))).scalar_one()
+                # (the PostgreSQL database is shared by the session's tests: this school's only)
+                found = await session.execute(select(Payment).where(Payment.school_id == first.school_id))
+                held = found.scalar_one()
             assert held.status == "processing" and held.next_recovery_at is not None
         except BaseException:
             await first_dies()
@@ -70,8 +72,9 @@ async def test_a_starting_gateway_leaves_alone_a_payment_a_live_one_holds(
             database_url=database_url, data_dir=tmp_path, seed=False, sandbox_app=first.sandbox_app
         ) as second:
             try:
-                # second's start-up resumer has run (the lifespan awaits it), and so may its loop
-                assert await second.services.recovery.run_once(resume_all=True) == 0
+                # second's start-up resumer has run (the lifespan awaits it), and so may its loop;
+                # another start-up pass, to be sure (other tests' leftovers it may well take)
+                await second.services.recovery.run_once(resume_all=True)
                 assert await _ecard_requests(first, "/v1/query") == []
                 assert await _ecard_requests(first, "/v1/reverse") == []
                 async with second.services.db.transaction() as session:
