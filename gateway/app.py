@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from adapters.registry import default_registry
 from gateway import __version__
-from gateway.api import admin, consent, health, notify, offline, payments, routing
+from gateway.api import admin, consent, health, notify, offline, payments, recovery, routing
 from gateway.api.openapi_extras import add_device_headers
 from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
 from gateway.auth.devices import DeviceAuthenticator
@@ -40,6 +40,7 @@ from gateway.outbound import (
     SystemResolver,
 )
 from gateway.outbound.transport import Connector
+from gateway.payments.attention import AttentionQueue
 from gateway.payments.breaker import Breaker, RedisBreaker, SqlBreaker
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.resolver import Resolver
@@ -138,6 +139,7 @@ def create_app(
     install_handlers(app)
     app.include_router(payments.router)
     app.include_router(admin.router)
+    app.include_router(recovery.router)
     app.include_router(routing.router)
     app.include_router(consent.router)
     app.include_router(notify.router)
@@ -224,6 +226,8 @@ async def build_services(
         clock=clock,
         interval=settings.recovery_interval_seconds,
         max_backoff=settings.recovery_max_backoff_seconds,
+        attention_after=settings.recovery_deadline_seconds,
+        refusal_retry=settings.refusal_retry_seconds,
     )
     idempotency = IdempotencyService(
         db,
@@ -289,6 +293,7 @@ async def build_services(
             clock=clock,
             interval=settings.recovery_interval_seconds,
         ),
+        attention=AttentionQueue(db, clock),
         clock=clock,
     )
 

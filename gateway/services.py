@@ -17,6 +17,7 @@ from gateway.cards.status import CardStatusService
 from gateway.idempotency.service import IdempotencyService
 from gateway.offline.service import OfflineService
 from gateway.outbound import NetworkAllowlists, Outbound
+from gateway.payments.attention import AttentionQueue
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.router import RoutingService
 from gateway.payments.service import PaymentService
@@ -54,4 +55,5 @@ class Services:
     funding: FundingService
     routing: RoutingService
     recovery: RecoveryWorker
+    attention: AttentionQueue
     clock: Callable[[], datetime]

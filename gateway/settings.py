@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     recovery_deadline_seconds: float = Field(default=60.0, gt=0)
     recovery_interval_seconds: float = Field(default=2.0, gt=0)
     recovery_max_backoff_seconds: float = Field(default=30.0, gt=0)
+    # How often a payment or refund in the needs-attention queue (its provider kept refusing the
+    # gateway's requests past the recovery deadline) is tried again (docs/operations.md).
+    refusal_retry_seconds: float = Field(default=300.0, gt=0)
     provider_timeout_seconds: float = Field(default=10.0, gt=0)
     # Requests per device, in the `limits` notation ("600/minute"); "off" turns limiting off.
     # Shared across processes through Redis when redis_url is set (docs/operations.md).

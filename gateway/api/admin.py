@@ -191,6 +191,9 @@ async def check_provider(school_id: str, adapter: str, admin: AdminDep, services
         result = await instance.check()
     except Exception as exc:
         raise BadGateway("provider_check_failed", f"{adapter}: {type(exc).__name__}") from exc
+    if result.refused is not None:  # what school IT most needs to know: it is the settings
+        why = f"{adapter} refused the request ({result.refused.value}): {result.code}"
+        raise BadGateway("provider_check_failed", why)
     if result.outcome.value != "succeeded":
         raise BadGateway("provider_check_failed", f"{adapter}: {result.code or result.outcome.value}")
     return {"adapter": adapter, "ok": True, "detail": "signed round trip verified"}

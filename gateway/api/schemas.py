@@ -21,6 +21,8 @@ __all__ = [
     "FaceCredentialIn",
     "FundingSourceIn",
     "FundingSourceOut",
+    "NeedsAttentionItem",
+    "NeedsAttentionPage",
     "NetworkAllowlistIn",
     "NetworkAllowlistOut",
     "PaymentCreate",
@@ -30,6 +32,7 @@ __all__ = [
     "ProviderOut",
     "RefundCreate",
     "RefundOut",
+    "RefusalOut",
     "RoutingOut",
     "RoutingReasonOut",
     "RoutingValidationOut",
@@ -109,6 +112,36 @@ class RefundOut(BaseModel):
     failure_message: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class RefusalOut(BaseModel):
+    kind: Literal["auth", "signature", "timestamp", "replay", "merchant", "throttled", "malformed"] = Field(
+        description="What the provider refused about the gateway's request"
+    )
+    code: str = Field(description="The provider's own code, e.g. TIMESTAMP_EXPIRED or 11")
+
+
+class NeedsAttentionItem(BaseModel):
+    object: Literal["payment", "refund"]
+    id: str
+    payment_id: str
+    status: Literal["processing", "succeeded"] = Field(
+        description="`succeeded` with `reversal_requested`: a cancel the provider has not carried out yet"
+    )
+    reversal_requested: bool
+    amount: int
+    currency: str
+    adapter: str | None
+    provider_reference: str | None
+    refusal: RefusalOut
+    refused_since: datetime = Field(description="Since when every answer has been a refusal")
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+
+class NeedsAttentionPage(BaseModel):
+    data: list[NeedsAttentionItem]
+    next_cursor: str | None
 
 
 class Problem(BaseModel):

@@ -8,7 +8,15 @@ Rules (DESIGN.md, "A payment, step by step"):
   ``transition(..., unless_reversal_requested=True)``; the reversal is retried until the
   provider acknowledges it;
 * every final transition writes the payment, the attempt, an audit entry and an outbox event
-  in one transaction.
+  in one transaction;
+* a refusal of the gateway's *request* (``ProviderResult.refused``: credentials, signature,
+  clock, parameters, throttling) is no news about the payment: it is retried like any unknown,
+  and the payment (or refund) notes since when it is refused. One whose refusals outlast the
+  recovery deadline needs an operator: it is marked ``needs_attention`` (audit entry, log,
+  ``GET /v1/schools/{id}/recovery/needs-attention``) and tried every ``refusal_retry`` seconds,
+  never failed or canceled on a guess;
+* a transaction that writes an attempt locks its payment row first, the order a cancel's
+  finish takes too (PostgreSQL would otherwise deadlock the two).
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from gateway.webhooks.outbox import emit
 __all__ = ["REVERSAL_BY_RECOVERY", "REVERSAL_BY_TERMINAL", "Resolver", "cancel_refund_reference"]
 
 log = logging.getLogger(__name__)
+# what a final answer (or any answer that is not a refusal) leaves of a refusal
+_NOT_REFUSED: dict[str, Any] = {"refusal": None, "refused_since": None, "needs_attention": False}
 REVERSAL_BY_RECOVERY = 1  # the outcome stayed unknown past the deadline
 REVERSAL_BY_TERMINAL = 2  # the terminal asked to cancel
 
@@ -63,8 +73,12 @@ class Resolver:
         clock: Callable[[], datetime],
         interval: float,
         max_backoff: float = 30.0,
+        attention_after: float = 60.0,
+        refusal_retry: float = 300.0,
     ) -> None:
         self.max_backoff = max_backoff
+        self.attention_after = timedelta(seconds=attention_after)
+        self.refusal_retry = timedelta(seconds=refusal_retry)
         self.db, self.keyring, self.providers, self.clock, self.interval = (
             db,
             keyring,
@@ -75,6 +89,47 @@ class Resolver:
 
     def backoff(self, attempts: int) -> timedelta:
         return timedelta(seconds=min(self.interval * (2 ** min(attempts, 10)), self.max_backoff))
+
+    def _next_try(self, attempts: int, attention: bool) -> datetime:
+        # An operator has to fix what is refused (keys, clock, merchant): asking every few
+        # seconds would only hammer the provider until then.
+        return self.clock() + (self.refusal_retry if attention else self.backoff(attempts))
+
+    def _refusal_after(
+        self, refusal: str | None, since: datetime | None, attention: bool, result: ProviderResult
+    ) -> tuple[str | None, datetime | None, bool]:
+        """(refusal, refused_since, needs_attention) once ``result`` is taken into account: any
+        answer but a refusal ends a run of refusals; one that outlasts the deadline needs an
+        operator."""
+        if result.refused is None:
+            return None, None, False
+        now = self.clock()
+        if refusal is None or since is None:
+            since = now
+        attention = attention or now - since >= self.attention_after
+        return f"{result.refused.value}:{result.code or '-'}"[:80], since, attention
+
+    async def _attention_records(
+        self, session: Any, kind: str, row_id: str, school_id: str, refusal: str | None, since: datetime
+    ) -> None:
+        log.error(
+            "%s %s needs attention: the provider has refused the gateway's requests since %s (%s);"
+            " it stays unresolved until that is fixed",
+            kind,
+            row_id,
+            since.isoformat(),
+            refusal,
+        )
+        await audit.append(
+            session,
+            self.keyring,
+            chain=school_id,
+            actor="system:recovery",
+            action=f"{kind}.needs_attention",
+            object_type=kind,
+            object_id=row_id,
+            data={"refusal": refusal, "refused_since": since.isoformat()},
+        )
 
     async def finish(
         self,
@@ -102,6 +157,7 @@ class Resolver:
                 to=to,
                 unless_reversal_requested=guard_reversal,
                 next_recovery_at=None,
+                **_NOT_REFUSED,
                 **values,
             )
             if not moved:
@@ -161,10 +217,34 @@ class Resolver:
         elif result.outcome is Outcome.REVERSED:
             await self._reversed(payment, actor=actor, provider_code=result.code)
         else:
-            async with self.db.transaction() as session:
-                repo = PaymentRepository(session, self.clock)
+            await self._unresolved(payment.id, result, attempt=True)
+
+    async def _unresolved(self, payment_id: str, result: ProviderResult, *, attempt: bool) -> None:
+        """No final answer (an unknown, or a refusal of our request): note which, and try again
+        later. ``attempt``: the answer is about the pay attempt (a pay or a query), so the
+        attempt row records it too."""
+        async with self.db.transaction() as session:
+            repo = PaymentRepository(session, self.clock)
+            payment = await repo.get(payment_id, lock=True)  # the row before its attempt, see above
+            if payment is None or not (
+                payment.status == "processing"
+                or (payment.status == "succeeded" and payment.reversal_requested)
+            ):
+                return  # finished meanwhile: nothing of this answer matters any more
+            # (read before the updates below, which refresh the loaded row)
+            marked, attempts = payment.needs_attention, payment.recovery_attempts
+            refusal, since, attention = self._refusal_after(
+                payment.refusal, payment.refused_since, marked, result
+            )
+            if attempt:
                 await repo.update_attempt(payment.id, "unknown", result.code)
-                await repo.schedule(payment.id, self.clock() + self.backoff(payment.recovery_attempts))
+            await repo.note_refusal(payment.id, refusal=refusal, since=since, attention=attention)
+            if attention and not marked:
+                assert since is not None
+                await self._attention_records(
+                    session, "payment", payment.id, payment.school_id, refusal, since
+                )
+            await repo.schedule(payment.id, self._next_try(attempts, attention))
 
     async def _reversed(self, payment: Payment, *, actor: str, provider_code: str | None = None) -> None:
         # Decided on the row as it is now, not on the caller's copy: a terminal's cancel may have
@@ -249,7 +329,7 @@ class Resolver:
         elif result.outcome is Outcome.UNKNOWN and result.code == CANCEL_UNAVAILABLE:
             await self._reverse_without_cancel(adapter, payment, actor=actor)
         else:
-            await self._reschedule(payment)
+            await self._unresolved(payment.id, result, attempt=False)
 
     async def _reverse_without_cancel(self, adapter: Adapter, payment: Payment, *, actor: str) -> None:
         """The provider verifiably refused to cancel (its window passed), so nothing was
@@ -262,7 +342,7 @@ class Resolver:
         elif truth.outcome in (Outcome.REVERSED, Outcome.FAILED):
             await self._reversed(payment, actor=actor, provider_code=truth.code)
         else:
-            await self._reschedule(payment)
+            await self._unresolved(payment.id, truth, attempt=False)
 
     async def _refund_rest(self, adapter: Adapter, payment: Payment, *, actor: str) -> None:
         """Cancel a partly refunded payment: refund exactly what is left. The gateway knows that
@@ -293,7 +373,7 @@ class Resolver:
                 rest,
                 result.code,
             )
-        await self._reschedule(payment)
+        await self._unresolved(payment.id, result, attempt=False)
 
     async def _reschedule(self, payment: Payment) -> None:
         async with self.db.transaction() as session:
@@ -316,7 +396,9 @@ class Resolver:
         async with self.db.transaction() as session:
             repo = PaymentRepository(session, self.clock)
             if result.outcome is Outcome.SUCCEEDED:
-                if await repo.transition_refund(refund.id, "succeeded", next_recovery_at=None):
+                if await repo.transition_refund(
+                    refund.id, "succeeded", next_recovery_at=None, **_NOT_REFUSED
+                ):
                     await repo.add_refunded(refund.payment_id, refund.amount)
                     await self._refund_records(session, refund, "succeeded", actor)
             elif result.outcome is Outcome.FAILED:
@@ -328,10 +410,24 @@ class Resolver:
                     next_recovery_at=None,
                     failure_code=code,
                     failure_message=message[:500],
+                    **_NOT_REFUSED,
                 ):
                     await self._refund_records(session, refund, "failed", actor)
             else:
-                await repo.schedule_refund(refund.id, self.clock() + self.backoff(refund.recovery_attempts))
+                fresh = await repo.refund(refund.id, lock=True)
+                if fresh is None or fresh.status != "processing":
+                    return
+                marked, attempts = fresh.needs_attention, fresh.recovery_attempts  # before the updates
+                refusal, since, attention = self._refusal_after(
+                    fresh.refusal, fresh.refused_since, marked, result
+                )
+                await repo.note_refund_refusal(refund.id, refusal=refusal, since=since, attention=attention)
+                if attention and not marked:
+                    assert since is not None
+                    await self._attention_records(
+                        session, "refund", refund.id, refund.school_id, refusal, since
+                    )
+                await repo.schedule_refund(refund.id, self._next_try(attempts, attention))
 
     async def _refund_records(self, session: Any, refund: Refund, status: str, actor: str) -> None:
         await audit.append(

@@ -79,6 +79,25 @@ class PaymentInput:
     terminal_params: str | None = None
 
 
+@dataclass(frozen=True)
+class _NotAccepted:
+    """An attempt nothing can have been applied of: how it is recorded, and how the payment
+    fails if no other provider can take it."""
+
+    outcome: str  # the attempt's status, and its entry in the routing record
+    provider_code: str
+    failure_code: str
+
+    @property
+    def reason(self) -> str:
+        if self.outcome == "unreachable":
+            return "provider unreachable: the request never reached it"
+        return f"provider refused the request ({self.provider_code}): nothing was applied"
+
+
+_UNREACHABLE = _NotAccepted("unreachable", "UNREACHABLE", "provider_unavailable")
+
+
 def _no_candidate_failure(decision: Decision) -> str:
     if any(s["reason"].startswith("breaker open") for s in decision.skipped):
         return "provider_unavailable"  # nothing was sent anywhere
@@ -349,10 +368,12 @@ class PaymentService:
         payer: Payer | None,
         decision: Decision,
     ) -> Payment:
-        """Call the attempt's adapter. Only an attempt that provably never reached its provider
-        (``ProviderUnreachable``) moves on to the next candidate -- as a new attempt with its own
-        reference, committed before the call like the first. Anything else, an unknown included,
-        stays with the adapter that was called."""
+        """Call the attempt's adapter. Only an attempt that nothing can have been applied of --
+        it provably never reached its provider (``ProviderUnreachable``), or the provider
+        verifiably refused the request itself (``refused`` with ``nothing_applied``) -- moves on
+        to the next candidate, as a new attempt with its own reference, committed before the
+        call like the first. Anything else, an unknown included, stays with the adapter that
+        was called."""
         assert payment.adapter is not None and payment.provider_reference is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.sync_budget
@@ -366,30 +387,46 @@ class PaymentService:
             # the provider's own name for the store (its meal periods and fixed prices hang on it)
             store_ref = await self.providers.store_ref(payment.school_id, payment.adapter, store.id)
             request = self._request(payment, data, store, agreement_no, payer, store_ref)
+            not_accepted: _NotAccepted | None = None
             try:
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
                     result = await adapter.pay(request)
             except ProviderUnreachable as exc:
                 log.warning("payment %s attempt %d: %s", payment.id, attempt, exc)
+                not_accepted = _UNREACHABLE
+            except TimeoutError:
+                result = ProviderResult(Outcome.UNKNOWN, code="SYNC_BUDGET")
+            else:
+                if result.refused is not None and result.nothing_applied:
+                    log.warning(
+                        "payment %s attempt %d: %s refused the request (%s %s); nothing was applied",
+                        payment.id,
+                        attempt,
+                        payment.adapter,
+                        result.refused.value,
+                        result.code,
+                    )
+                    not_accepted = _NotAccepted("refused", result.code or "REFUSED", "provider_refused")
+            if not_accepted is not None:
                 await self.routing.breaker.failure(payment.school_id, payment.adapter, decision.policy)
                 following = None
                 if payment.method == "card":
                     following = await self._take_candidate(payment.school_id, decision, index + 1)
-                if following is not None and await self._fail_over(payment, following, attempt + 1, decision):
+                if following is not None and await self._fail_over(
+                    payment, following, attempt + 1, decision, not_accepted
+                ):
                     index, attempt = decision.candidates.index(following), attempt + 1
                     continue
-                code = "provider_unavailable"
+                code = not_accepted.failure_code
                 await self.resolver.finish(
                     payment.id,
                     "failed",
                     actor=actor,
-                    provider_code="UNREACHABLE",
+                    provider_code=not_accepted.provider_code,
                     failure_code=code,
                     failure_message=FAILURE_MESSAGES[code],
                 )
                 return await self.get(Caller(payment.device_id, payment.school_id), payment.id)
-            except TimeoutError:
-                result = ProviderResult(Outcome.UNKNOWN, code="SYNC_BUDGET")
             if result.outcome is Outcome.UNKNOWN:
                 await self.routing.breaker.failure(payment.school_id, payment.adapter, decision.policy)
             else:
@@ -397,15 +434,18 @@ class PaymentService:
             await self.resolver.apply(payment, result, actor=actor)
             return await self._drive(payment.id, deadline, actor=actor)
 
-    async def _fail_over(self, payment: Payment, adapter: str, attempt: int, decision: Decision) -> bool:
-        """One transaction: the unsent attempt is closed as ``unreachable`` and the next one is
-        committed (payment adapter and reference included) before it is sent. False when the
-        payment moved meanwhile (a cancel, say): then nothing new is sent."""
+    async def _fail_over(
+        self, payment: Payment, adapter: str, attempt: int, decision: Decision, why: _NotAccepted
+    ) -> bool:
+        """One transaction: the attempt that was not accepted is closed (``unreachable`` or
+        ``refused``) and the next one is committed (payment adapter and reference included)
+        before it is sent. False when the payment moved meanwhile (a cancel, say): then
+        nothing new is sent."""
         previous, reference = payment.adapter, f"{payment.id}-{attempt}"
         routing = dict(payment.routing or decision.record())
         attempts = [dict(a) for a in routing.get("attempts", [])]
         if attempts:
-            attempts[-1]["outcome"] = "unreachable"
+            attempts[-1]["outcome"] = why.outcome
         attempts.append({"n": attempt, "adapter": adapter})
         routing.update(chosen=adapter, attempts=attempts, skipped=list(decision.skipped))
         async with self.db.transaction() as session:
@@ -416,6 +456,8 @@ class PaymentService:
                 adapter=adapter,
                 reference=reference,
                 routing=routing,
+                closed_as=why.outcome,
+                provider_code=why.provider_code,
             )
             if not moved:
                 return False
@@ -440,7 +482,7 @@ class PaymentService:
                     "from": previous,
                     "to": adapter,
                     "attempt": attempt,
-                    "reason": "provider unreachable: the request never reached it",
+                    "reason": why.reason,
                 },
             )
         payment.adapter, payment.provider_reference, payment.routing = adapter, reference, routing

@@ -47,10 +47,6 @@ FAILURE_CODES: dict[str, str] = {
     "PRICE_MISMATCH": "price_mismatch",
     "CARD_REPLACED": "card_reported_lost",
     "ORDER_REVERSED": "provider_reversed",
-    "PROVIDER_AUTH": "provider_auth_failed",
-    "SIGNATURE_INVALID": "provider_auth_failed",
-    "MERCHANT_UNKNOWN": "provider_auth_failed",
-    "TIMESTAMP_EXPIRED": "provider_auth_failed",
     # UnionPay-style bank respCodes (docs/bank-protocol.md)
     "64": "insufficient_balance",
     "63": "card_frozen",
@@ -74,7 +70,10 @@ FAILURE_MESSAGES: dict[str, str] = {
     "pin_invalid": "The PIN is wrong.",
     "pin_locked": "Too many wrong PINs; the card is locked.",
     "provider_reversed": "The provider had already reversed this order.",
-    "provider_auth_failed": "The provider refused the school's credentials.",
+    "provider_refused": (
+        "The provider refused the gateway's request (credentials, signature, clock or settings); "
+        "nothing was charged. School IT must fix the provider settings."
+    ),
     "provider_declined": "The provider declined the payment.",
     "provider_not_configured": "The school has not configured a provider for this payment.",
     "provider_unavailable": "The provider could not be reached; nothing was charged.",

@@ -241,6 +241,12 @@ class Payment(Base):
     next_recovery_at: Mapped[datetime | None] = mapped_column(default=None)
     recovery_attempts: Mapped[int] = mapped_column(Integer, default=0)
     reversal_requested: Mapped[int] = mapped_column(Integer, default=0)
+    # The provider refuses the gateway's requests about this payment (``kind:code``, e.g.
+    # ``timestamp:TIMESTAMP_EXPIRED``), since when, and whether that outlasted the recovery
+    # deadline: then it waits in the needs-attention queue (docs/operations.md).
+    refusal: Mapped[str | None] = mapped_column(String(80), default=None)
+    refused_since: Mapped[datetime | None] = mapped_column(default=None)
+    needs_attention: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -251,7 +257,8 @@ class PaymentAttempt(Base):
     payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)
     adapter: Mapped[str] = mapped_column(String(40))
     provider_reference: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(20))  # processing | succeeded | failed | unknown
+    # processing | succeeded | failed | unknown | unreachable | refused (nothing applied)
+    status: Mapped[str] = mapped_column(String(20))
     provider_code: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -272,6 +279,10 @@ class Refund(Base):
     failure_message: Mapped[str | None] = mapped_column(String(500), default=None)
     next_recovery_at: Mapped[datetime | None] = mapped_column(default=None)
     recovery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # as on payments: a provider refusing the gateway's requests about this refund
+    refusal: Mapped[str | None] = mapped_column(String(80), default=None)
+    refused_since: Mapped[datetime | None] = mapped_column(default=None)
+    needs_attention: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -110,6 +110,45 @@ class PaymentRepository:
             .values(next_recovery_at=self.now())
         )
 
+    async def note_refusal(
+        self, payment_id: str, *, refusal: str | None, since: datetime | None, attention: bool
+    ) -> None:
+        """Whether the provider refuses our requests about this payment (None: it answered)."""
+        await self.session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id)
+            .values(refusal=refusal, refused_since=since, needs_attention=attention)
+        )
+
+    async def needing_attention(
+        self, school_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> tuple[Sequence[Payment], Sequence[Refund]]:
+        """Up to ``limit`` payments and ``limit`` refunds of the school still being resolved
+        whose refusals outlasted the deadline, oldest refusal first, after the cursor."""
+        pending = or_(
+            Payment.status == "processing",
+            (Payment.status == "succeeded") & (Payment.reversal_requested > 0),
+        )
+        payments = select(Payment).where(Payment.school_id == school_id, Payment.needs_attention, pending)
+        refunds = select(Refund).where(
+            Refund.school_id == school_id, Refund.needs_attention, Refund.status == "processing"
+        )
+        if after is not None:
+            at, row_id = after
+            payments = payments.where(
+                or_(Payment.refused_since > at, (Payment.refused_since == at) & (Payment.id > row_id))
+            )
+            refunds = refunds.where(
+                or_(Refund.refused_since > at, (Refund.refused_since == at) & (Refund.id > row_id))
+            )
+        found_payments = await self.session.execute(
+            payments.order_by(Payment.refused_since, Payment.id).limit(limit)
+        )
+        found_refunds = await self.session.execute(
+            refunds.order_by(Refund.refused_since, Refund.id).limit(limit)
+        )
+        return found_payments.scalars().all(), found_refunds.scalars().all()
+
     async def schedule(self, payment_id: str, at: datetime, *, bump_attempts: bool = True) -> None:
         values: dict[str, Any] = {"next_recovery_at": at}
         if bump_attempts:
@@ -141,10 +180,19 @@ class PaymentRepository:
         )
 
     async def switch_attempt(
-        self, payment_id: str, *, from_reference: str, adapter: str, reference: str, routing: dict[str, Any]
+        self,
+        payment_id: str,
+        *,
+        from_reference: str,
+        adapter: str,
+        reference: str,
+        routing: dict[str, Any],
+        closed_as: str = "unreachable",
+        provider_code: str = "UNREACHABLE",
     ) -> bool:
-        """Fail over: close the unsent attempt and point the payment at the next one, with a
-        compare-and-set so nothing new starts once the payment has moved (or a cancel came in)."""
+        """Fail over: close the attempt that was not accepted (``closed_as``: ``unreachable`` or
+        ``refused``) and point the payment at the next one, with a compare-and-set so nothing new
+        starts once the payment has moved (or a cancel came in)."""
         result = await self.session.execute(
             update(Payment)
             .where(
@@ -162,16 +210,20 @@ class PaymentRepository:
             .where(
                 PaymentAttempt.payment_id == payment_id, PaymentAttempt.provider_reference == from_reference
             )
-            .values(status="unreachable", provider_code="UNREACHABLE", updated_at=self.now())
+            .values(status=closed_as, provider_code=provider_code, updated_at=self.now())
         )
         return True
 
     # refunds -------------------------------------------------------------------------------
 
-    async def refund(self, refund_id: str, *, school_id: str | None = None) -> Refund | None:
+    async def refund(
+        self, refund_id: str, *, school_id: str | None = None, lock: bool = False
+    ) -> Refund | None:
         stmt = select(Refund).where(Refund.id == refund_id)
         if school_id is not None:
             stmt = stmt.where(Refund.school_id == school_id)
+        if lock:
+            stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def refunds_reserved(self, payment_id: str) -> int:
@@ -204,6 +256,15 @@ class PaymentRepository:
             update(Payment)
             .where(Payment.id == payment_id)
             .values(refunded_amount=Payment.refunded_amount + amount, updated_at=self.now())
+        )
+
+    async def note_refund_refusal(
+        self, refund_id: str, *, refusal: str | None, since: datetime | None, attention: bool
+    ) -> None:
+        await self.session.execute(
+            update(Refund)
+            .where(Refund.id == refund_id)
+            .values(refusal=refusal, refused_since=since, needs_attention=attention)
         )
 
     async def schedule_refund(self, refund_id: str, at: datetime) -> None:
