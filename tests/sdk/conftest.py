@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,12 +70,19 @@ def sandbox_on_port_80(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     """The sandbox at a portless URL, for the official Python SDK (it cannot take a port)."""
     if os.geteuid() != 0:
         unavailable("the official Alipay Python SDK needs the sandbox on port 80, which needs root")
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", 80))
-        except OSError as exc:
-            unavailable(f"port 80 is busy ({exc}); the official Alipay Python SDK needs the sandbox there")
+    # Port 80 is one per machine: another run of these tests (or a `campuspay bench` with its
+    # SDK path) may hold it for a while, so wait for it rather than fail at once.
+    deadline = time.monotonic() + 120
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", 80))
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    unavailable(f"port 80 is busy ({exc}); the official Alipay Python SDK needs the sandbox")
+        time.sleep(1)
     with sandbox_process(80, tmp_path_factory.mktemp("sandbox80") / "sandbox.log") as base:
         yield base
 

@@ -20,7 +20,8 @@ import pytest
 
 from tests.sdk.support import NotifyReceiver, mint_face_token, sandbox_values, unavailable
 
-pytestmark = pytest.mark.e2e
+# One sandbox on port 80 per run: under xdist these tests share one worker (`--dist loadgroup`).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("sandbox-port-80")]
 
 try:
     from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
