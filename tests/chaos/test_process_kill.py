@@ -42,7 +42,7 @@ class World:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
 
-    def gateway(self) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    def gateway(self, **settings: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
         env = {
             "CAMPUSPAY_DATABASE_URL": self.database_url,
             "CAMPUSPAY_MASTER_KEY": TEST_MASTER_KEY,
@@ -53,6 +53,7 @@ class World:
             "CAMPUSPAY_RECOVERY_INTERVAL_SECONDS": "0.1",
             "CAMPUSPAY_RECOVERY_MAX_BACKOFF_SECONDS": "0.5",
             "CAMPUSPAY_PROVIDER_TIMEOUT_SECONDS": "30",
+            **{f"CAMPUSPAY_{name.upper()}": value for name, value in settings.items()},
         }
         args = ["serve", "--port", str(self.gateway_port), "--data-dir", str(self.tmp / "gw")]
         return running(args, health=f"{self.gateway_url}/healthz", log=self.tmp / "gateway.log", env=env)
@@ -164,7 +165,9 @@ async def _settled(w: World, body: dict[str, Any], key: str) -> dict[str, Any]:
     raise AssertionError("payment never settled")
 
 
-async def _kill_while_paying(world: World, order: str, amount: int, fault: dict[str, Any], sign: str) -> Any:
+async def _kill_while_paying(
+    world: World, order: str, amount: int, fault: dict[str, Any], sign: str, **settings: str
+) -> Any:
     """Start a gateway, pay with the e-card holding the consume as ``fault`` says, SIGKILL the
     gateway as soon as the sandbox logs ``sign``, then restart it on the same database and ask
     again (same Idempotency-Key) until the payment is final. Returns the final payment."""
@@ -176,7 +179,7 @@ async def _kill_while_paying(world: World, order: str, amount: int, fault: dict[
         "store_id": "",
     }
     key = "key-" + secrets.token_hex(8)
-    with world.gateway() as gateway:
+    with world.gateway(**settings) as gateway:
         await seed(world)
         body["store_id"] = world.store_id
         await world.fault(operation="consume", **fault)
@@ -186,7 +189,7 @@ async def _kill_while_paying(world: World, order: str, amount: int, fault: dict[
             kill_hard(gateway)
             with pytest.raises(httpx.HTTPError):
                 await pending
-    with world.gateway():  # restarted on the same database: the resumer finds the payment
+    with world.gateway(**settings):  # restarted on the same database: the resumer finds the payment
         return await _settled(world, body, key)
 
 
@@ -195,8 +198,13 @@ async def _kill_while_paying(world: World, order: str, amount: int, fault: dict[
 )
 async def test_gateway_killed_after_the_provider_charged(world: World) -> None:
     # The e-card applies the debit, then holds its answer: the gateway is killed while waiting.
+    # A recovery deadline far beyond a restart, however slow the machine: the restarted gateway
+    # must learn the charge by asking, not reverse it for want of an answer (which would also
+    # be safe, but is not what this test is about).
     hold = {"action": "delay_after_apply", "delay_ms": 20_000}
-    final = await _kill_while_paying(world, "kill-1", 1500, hold, "ecard.debit")
+    final = await _kill_while_paying(
+        world, "kill-1", 1500, hold, "ecard.debit", recovery_deadline_seconds="120"
+    )
     assert final["status"] == "succeeded"
     assert len(await world.events("ecard.debit")) == 1
     assert await world.balance() == 100_000 - 1500
@@ -209,8 +217,16 @@ async def test_gateway_killed_before_the_charge_landed(world: World) -> None:
     # Outlive the hold: should the held consume still be processed, it meets the reversal.
     await asyncio.sleep(6)
     assert final["status"] == "failed" and final["failure_code"] == "outcome_unknown_reversed"
-    assert await world.events("ecard.debit") == []
-    assert [d.get("code") for d in await world.events("ecard.decline")] in ([], ["ORDER_REVERSED"])
+    debits = await world.events("ecard.debit")
+    if debits:
+        # A slow restart (a busy machine) let the held consume land before the reversal: the
+        # reversal then gave the money back, once.
+        reversals = await world.events("ecard.reverse")
+        assert len(debits) == 1 and [(r["prior_status"], r["amount"]) for r in reversals] == [
+            ("SUCCESS", 900)
+        ]
+    else:
+        assert [d.get("code") for d in await world.events("ecard.decline")] in ([], ["ORDER_REVERSED"])
     assert await world.balance() == 100_000
 
 
