@@ -91,6 +91,7 @@ class Notifier:
         self.scale = 1.0
         self._faults: dict[str, NotifyFault] = {}
         self._held: dict[str, list[Outgoing]] = {}
+        self._hold_timers: dict[str, asyncio.Task[None]] = {}  # by thread
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- control ---------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class Notifier:
         self.scale = 1.0
         self._faults.clear()
         self._held.clear()
+        self._hold_timers.clear()
 
     async def aclose(self) -> None:
         """Stop every pending delivery (the client, if given, stays the caller's to close)."""
@@ -152,7 +154,8 @@ class Notifier:
         if fault is not None and mode == "out_of_order":
             self._held.setdefault(outgoing.thread, []).append(outgoing)
             hold_s = (fault.delay_ms if fault.delay_ms is not None else DEFAULT_HOLD_MS) / 1000
-            self._spawn(self._release_later(outgoing.thread, hold_s))
+            if outgoing.thread not in self._hold_timers:
+                self._hold_timers[outgoing.thread] = self._spawn(self._release_later(outgoing.thread, hold_s))
             return
         first_wait = (fault.delay_ms or 0) / 1000 if fault is not None and mode == "delay" else 0.0
         self._spawn(
@@ -170,12 +173,16 @@ class Notifier:
             return fault.spec
         return None
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _release(self, thread: str) -> None:
+        timer = self._hold_timers.pop(thread, None)
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()  # released early: nothing is left for it to wait for
         for outgoing in self._held.pop(thread, []):
             self._spawn(self._deliver(outgoing, 0.0))
 

@@ -285,7 +285,12 @@ async def start_harness(
                     await notify_client.aclose()
 
 
-async def seed_school(h: Harness) -> None:
+async def seed_school(
+    h: Harness, sandbox: httpx.AsyncClient | None = None, endpoint: str | None = None
+) -> None:
+    """A school, a store, an e-card merchant (at `sandbox`, the harness's own by default, reached
+    by the gateway at `endpoint`), students with the test cards, and a device."""
+    provider = sandbox or h.sandbox
     r = await h.admin("POST", "/v1/schools", {"name": "Test School"}, token=h.platform_token)
     assert r.status_code == 201, r.text
     h.school_id, h.api_key = r.json()["id"], r.json()["api_key"]
@@ -296,19 +301,19 @@ async def seed_school(h: Harness) -> None:
     )
     assert r.status_code == 201, r.text
     h.store_id = r.json()["id"]
-    r = await h.sandbox.post("/ecard/merchants", json={})
+    r = await provider.post("/ecard/merchants", json={})
     assert r.status_code in (200, 201), r.text
     h.merchant_id, h.merchant_secret = r.json()["merchant_id"], r.json()["secret"]
     r = await h.admin(
         "PUT",
         f"/v1/schools/{h.school_id}/providers/ecard",
         {
-            "endpoint": f"{h.provider_base}/ecard",
+            "endpoint": endpoint or f"{h.provider_base}/ecard",
             "credentials": {"merchant_id": h.merchant_id, "secret": h.merchant_secret},
         },
     )
     assert r.status_code == 200, r.text
-    values = (await h.sandbox.get("/_control/test-values")).json()
+    values = (await provider.get("/_control/test-values")).json()
     for card in values["cards"]:
         r = await h.admin(
             "POST",
