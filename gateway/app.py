@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
-from redis.asyncio import Redis
 
 from adapters.registry import default_registry
 from gateway import __version__
@@ -41,7 +40,7 @@ from gateway.outbound import (
 )
 from gateway.outbound.transport import Connector
 from gateway.payments.attention import AttentionQueue
-from gateway.payments.breaker import Breaker, RedisBreaker, SqlBreaker
+from gateway.payments.breaker import Breaker, FallbackBreaker, RedisBreaker, SqlBreaker
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.resolver import Resolver
 from gateway.payments.router import RoutingService
@@ -52,6 +51,7 @@ from gateway.services import Services
 from gateway.settings import Environment, Settings
 from gateway.store.db import Database
 from gateway.store.models import utcnow
+from gateway.store.redis import RedisLink, connect
 from gateway.tenancy.funding import FundingService
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
@@ -126,8 +126,8 @@ def create_app(
         finally:
             await services.recovery.stop()
             await services.outbound.aclose()
-            if services.redis is not None:
-                await services.redis.aclose()
+            if services.redis_link is not None:
+                await services.redis_link.aclose()
             await services.db.dispose()
 
     app = FastAPI(
@@ -199,8 +199,13 @@ async def build_services(
     keyring = load_keyring(settings)
     db = Database(settings.effective_database_url)
     await db.migrate()
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    nonces: NonceStore = RedisNonceStore(redis, settings.redis_prefix) if redis else SqlNonceStore(db)
+    link = None
+    if settings.redis_url:
+        client = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        link = RedisLink(client, clock=clock, pause=timedelta(seconds=settings.redis_retry_pause_seconds))
+    nonces: NonceStore = (
+        RedisNonceStore(link, settings.redis_prefix, db, clock) if link is not None else SqlNonceStore(db)
+    )
     allowlists = NetworkAllowlists(db, keyring)
     names = names or SystemResolver()
     connector: Connector = (
@@ -238,9 +243,10 @@ async def build_services(
     consents = ConsentService(db, keyring, clock=clock)
     cards = CardStatusService(db, keyring, providers, clock=clock)
     funding = FundingService(db, keyring, registry)
-    breaker: Breaker = (
-        RedisBreaker(redis, settings.redis_prefix, clock) if redis is not None else SqlBreaker(db, clock)
-    )
+    breaker: Breaker = SqlBreaker(db, clock)
+    if link is not None:
+        in_redis = RedisBreaker(link.client, settings.redis_prefix, clock)
+        breaker = FallbackBreaker(link, in_redis, SqlBreaker(db, clock))
     routing_service = RoutingService(db, keyring, registry, funding, breaker, clock)
     payments_service = PaymentService(
         db,
@@ -259,7 +265,7 @@ async def build_services(
         settings=settings,
         db=db,
         keyring=keyring,
-        redis=redis,
+        redis_link=link,
         outbound=outbound,
         allowlists=allowlists,
         registry=registry,
@@ -271,7 +277,7 @@ async def build_services(
             public_base_url=settings.public_base_url,
             max_skew=settings.signature_max_skew_seconds,
         ),
-        rate_limiter=DeviceRateLimiter(settings.device_rate_limit, redis=redis, prefix=settings.redis_prefix),
+        rate_limiter=DeviceRateLimiter(settings.device_rate_limit, redis=link, prefix=settings.redis_prefix),
         tokens=TokenAuthenticator(db),
         idempotency=idempotency,
         tenancy=tenancy,

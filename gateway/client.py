@@ -332,7 +332,9 @@ class CampusPayClient:
     - a transport error (connect/read timeout, connection reset, connection closed mid-answer);
     - a 5xx answer;
     - 429 (rate limited; ``Retry-After`` is honoured, capped at ``retry_after_cap``);
-    - 409 ``idempotency_key_in_use`` (``Retry-After`` honoured, capped).
+    - 409 ``idempotency_key_in_use`` (``Retry-After`` honoured, capped);
+    - 401 ``nonce_unverifiable`` (the gateway could not check the nonce for reuse, e.g. while
+      its Redis is unreachable, and ran nothing; ``Retry-After`` honoured, the retry re-signed).
 
     Anything else -- 4xx business answers such as 409 ``duplicate_order``, 422 validation or
     ``idempotency_key_reused``, 402, 401 -- is final and raised as :class:`CampusPayError` after
@@ -541,7 +543,9 @@ class CampusPayClient:
         ``-1`` meaning "no hint, use backoff"."""
         status = response.status_code
         in_use = status == 409 and _problem_code(response) == "idempotency_key_in_use"
-        if not (status >= 500 or status == 429 or in_use):
+        # refused before anything ran: a signature made a second later can be checked
+        unverifiable = status == 401 and _problem_code(response) == "nonce_unverifiable"
+        if not (status >= 500 or status == 429 or in_use or unverifiable):
             return None
         hint = _parse_retry_after(response.headers.get("retry-after"))
         return -1.0 if hint is None else hint

@@ -2,8 +2,8 @@
 
     ProblemError (status, code)            base; every API error is one of these
     ├── BadRequest          400            idempotency_key_missing, idempotency_key_invalid
-    ├── Unauthorized        401            signature_*, digest_*, nonce_reused, key_*, device_revoked,
-    │                                      token_invalid
+    ├── Unauthorized        401            signature_*, digest_*, nonce_reused, nonce_unverifiable, key_*,
+    │                                      device_revoked, token_invalid
     ├── Forbidden           403            forbidden
     ├── NotFound            404            not_found
     ├── MethodNotAllowed    405            method_not_allowed
@@ -57,6 +57,7 @@ CODES: dict[str, tuple[int, str]] = {
     "digest_mismatch": (401, "Body does not match Content-Digest"),
     "nonce_missing": (401, "Signature has no nonce"),
     "nonce_reused": (401, "Nonce was already used"),
+    "nonce_unverifiable": (401, "Nonce cannot be checked for reuse right now; sign the request again"),
     "alg_mismatch": (401, "Signature algorithm is not the one registered for this key"),
     "key_unknown": (401, "Unknown key id"),
     "key_retired": (401, "Key has been retired"),

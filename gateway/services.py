@@ -25,6 +25,7 @@ from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
 from gateway.settings import Settings
 from gateway.store.db import Database
+from gateway.store.redis import RedisLink
 from gateway.tenancy.funding import FundingService
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
@@ -37,7 +38,7 @@ class Services:
     settings: Settings
     db: Database
     keyring: Keyring
-    redis: Redis | None
+    redis_link: RedisLink | None
     outbound: Outbound  # every call out (decision 0014)
     allowlists: NetworkAllowlists
     registry: AdapterRegistry
@@ -57,3 +58,8 @@ class Services:
     recovery: RecoveryWorker
     attention: AttentionQueue
     clock: Callable[[], datetime]
+
+    @property
+    def redis(self) -> Redis | None:
+        """The Redis client, when one is configured."""
+        return self.redis_link.client if self.redis_link is not None else None

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite file in data_dir
     redis_url: str | None = None
     redis_prefix: str = "campuspay:"
+    # Each Redis command waits at most this long; then that request uses the fallbacks, and
+    # Redis is not tried again for redis_retry_pause_seconds (docs/operations.md "Redis outages").
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    redis_retry_pause_seconds: float = Field(default=1.0, ge=0)
     bootstrap_token: str | None = None
     public_base_url: str = "http://127.0.0.1:8080"
     # 32 bytes, base64. In sandbox a key is generated into the data directory when unset;

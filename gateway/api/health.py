@@ -15,6 +15,7 @@ from gateway.api.schemas import Problem
 from gateway.errors import NotFound, Unauthorized, Unavailable
 from gateway.metrics import REGISTRY
 from gateway.settings import Settings
+from gateway.store.redis import RedisDown
 
 __all__ = ["router"]
 
@@ -34,12 +35,15 @@ async def readyz(services: ServicesDep) -> dict[str, Any]:
         checks["database"] = "ok"
     except Exception as exc:
         raise Unavailable("not_ready", f"database: {type(exc).__name__}") from exc
-    if services.redis is not None:
+    link = services.redis_link
+    if link is not None:
+        # Redis down is degraded, not unready: the gateway serves from the database meanwhile,
+        # and one gateway's Redis blip must not take every gateway out of the load balancer
         try:
-            await services.redis.ping()
+            await link.call(link.client.ping)
             checks["redis"] = "ok"
-        except Exception as exc:
-            raise Unavailable("not_ready", f"redis: {type(exc).__name__}") from exc
+        except RedisDown:
+            checks["redis"] = "degraded"
     return {"status": "ready", "checks": checks}
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from gateway.auth.headers import RequestHeaders
-from gateway.auth.nonces import NonceStore
+from gateway.auth.nonces import NonceClaim, NonceStore
 from gateway.auth.signatures import check_freshness, parse_signature_params, verify_signature
 from gateway.errors import Unauthorized
 from gateway.protection.crypto import Keyring
@@ -70,6 +70,15 @@ class DeviceAuthenticator:
         # Only a verified signature may consume a nonce, so nobody can burn a device's nonces.
         assert params.nonce is not None
         ttl = timedelta(seconds=2 * self.max_skew + 60)
-        if not await self.nonces.claim(key.key_id, params.nonce, ttl, now=now):
+        claim = await self.nonces.claim(key.key_id, params.nonce, ttl, now=now, created=params.created)
+        if claim is NonceClaim.REUSED:
             raise Unauthorized("nonce_reused")
+        if claim is NonceClaim.UNVERIFIABLE:
+            # nothing ran; a signature made a second later can be checked (docs/decisions/0015)
+            raise Unauthorized(
+                "nonce_unverifiable",
+                "this signature is older than what the gateway can check for replays right now "
+                "(Redis unreachable or restarted); sign the request again",
+                headers={"Retry-After": "1"},
+            )
         return DeviceIdentity(device_id=device.id, school_id=device.school_id, key_id=key.key_id)

@@ -5,26 +5,25 @@ Redis when ``CAMPUSPAY_REDIS_URL`` is set, so that every gateway process draws o
 device. The check runs right after the device is authenticated and before idempotency, so a
 refused request stores nothing and its key can be used again (CONTRACT.md's idempotency table).
 
-A limiter whose store fails lets requests through and logs it: throttling a till is worth less
-than taking a school's lunch payments.
+While Redis cannot be reached, each process counts in its own memory instead (decision 0015):
+a device is still held to its rate per process, so with N processes to at most N times it, and
+the database, already taking the nonces then, takes nothing more.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from redis.asyncio import Redis
+from limits.util import WindowStats
 
 from gateway.errors import TooManyRequests
+from gateway.store.redis import RedisDown, RedisLink
 
 __all__ = ["DeviceRateLimiter", "parse_rate"]
-
-log = logging.getLogger(__name__)
 
 
 def parse_rate(value: str) -> RateLimitItem:
@@ -33,38 +32,52 @@ def parse_rate(value: str) -> RateLimitItem:
 
 
 class DeviceRateLimiter:
-    def __init__(self, rate: str | None, *, redis: Redis | None, prefix: str) -> None:
+    def __init__(self, rate: str | None, *, redis: RedisLink | None, prefix: str) -> None:
         self.item = parse_rate(rate) if rate else None
-        storage: Storage
+        self.redis = redis
+        self.local = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.shared: SlidingWindowCounterRateLimiter | None = None
         if redis is not None:
-            # the gateway's own connection pool: one set of connections, closed with the app
+            # the gateway's own connection pool: one set of connections (and one retry policy),
+            # closed with the app
             storage = RedisStorage(
                 "async+redis://",
                 implementation="redispy",
                 key_prefix=f"{prefix}ratelimit",
                 # documented by limits ("connection_pool"), though its stub types only scalars
-                connection_pool=redis.connection_pool,  # type: ignore[arg-type]
-                wrap_exceptions=True,
+                connection_pool=redis.client.connection_pool,  # type: ignore[arg-type]
             )
-        else:
-            storage = MemoryStorage(wrap_exceptions=True)
-        self.limiter = SlidingWindowCounterRateLimiter(storage)
+            self.shared = SlidingWindowCounterRateLimiter(storage)
 
     async def check(self, device_id: str) -> None:
         """Count one request of this device; TooManyRequests when it is over its rate."""
         if self.item is None:
             return
-        try:
-            if await self.limiter.hit(self.item, "device", device_id):
-                return
-            stats = await self.limiter.get_window_stats(self.item, "device", device_id)
-        except Exception as exc:
-            log.warning("rate limit store failed (%s); request let through", type(exc).__name__)
+        refused = await self._count(self.item, device_id)
+        if refused is None:
             return
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        retry_after = max(1, math.ceil(refused.reset_time - time.time()))
         raise TooManyRequests(
             "rate_limited",
             f"this device may send at most {self.item.amount} requests per "
             f"{self.item.multiples} {self.item.GRANULARITY.name}; retry after {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
+
+    async def _count(self, item: RateLimitItem, device_id: str) -> WindowStats | None:
+        shared = self.shared
+        if shared is not None and self.redis is not None:
+            try:
+                return await self.redis.call(lambda: _hit(shared, item, device_id))
+            except RedisDown:
+                pass  # counted in this process's memory until Redis answers again
+        return await _hit(self.local, item, device_id)
+
+
+async def _hit(
+    limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem, device_id: str
+) -> WindowStats | None:
+    """None if the request is within the rate, else the window it is over."""
+    if await limiter.hit(item, "device", device_id):
+        return None
+    return await limiter.get_window_stats(item, "device", device_id)

@@ -7,14 +7,15 @@ failing technically. Queries, cancels and refunds of existing payments never ask
 
 A technical failure is ``ProviderUnreachable``, a timeout or an unknown outcome on pay; any
 answer the provider verifiably gave (success or decline) is a success for the breaker. State
-lives in the database by default and in Redis when one is configured (docs/decisions/0010).
+lives in the database by default and in Redis when one is configured (docs/decisions/0010);
+while that Redis cannot be reached, in the database again (``FallbackBreaker``, decision 0015).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
 from sqlalchemy import update
@@ -23,8 +24,11 @@ from gateway.payments.routing import BreakerPolicy
 from gateway.store.db import Database
 from gateway.store.dialect import insert_ignore
 from gateway.store.models import CircuitBreaker
+from gateway.store.redis import RedisDown, RedisLink
 
-__all__ = ["Breaker", "RedisBreaker", "SqlBreaker"]
+__all__ = ["Breaker", "FallbackBreaker", "RedisBreaker", "SqlBreaker"]
+
+_T = TypeVar("_T")
 
 
 class Breaker(Protocol):
@@ -185,3 +189,42 @@ class RedisBreaker:
         key = self._key(school_id, adapter)
         now = self.clock().timestamp()
         await self.redis.eval(_FAILURE, 1, key, str(now), str(policy.failure_threshold))
+
+
+class FallbackBreaker:
+    """Redis while it answers, the database while it does not: correct-if-slower, like the
+    gateway without Redis. The two states are not merged; during an outage the database's own
+    count decides, and after it the Redis one again (either way only *new* attempts are
+    affected, never a payment's outcome)."""
+
+    def __init__(self, link: RedisLink, redis: RedisBreaker, sql: SqlBreaker) -> None:
+        self.link, self.redis, self.sql = link, redis, sql
+
+    async def _either(self, in_redis: Callable[[], Awaitable[_T]], in_sql: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await self.link.call(in_redis)
+        except RedisDown:
+            return await in_sql()
+
+    async def peek(self, school_id: str, adapter: str, policy: BreakerPolicy) -> str:
+        return await self._either(
+            lambda: self.redis.peek(school_id, adapter, policy),
+            lambda: self.sql.peek(school_id, adapter, policy),
+        )
+
+    async def allow(self, school_id: str, adapter: str, policy: BreakerPolicy) -> bool:
+        return await self._either(
+            lambda: self.redis.allow(school_id, adapter, policy),
+            lambda: self.sql.allow(school_id, adapter, policy),
+        )
+
+    async def success(self, school_id: str, adapter: str) -> None:
+        await self._either(
+            lambda: self.redis.success(school_id, adapter), lambda: self.sql.success(school_id, adapter)
+        )
+
+    async def failure(self, school_id: str, adapter: str, policy: BreakerPolicy) -> None:
+        await self._either(
+            lambda: self.redis.failure(school_id, adapter, policy),
+            lambda: self.sql.failure(school_id, adapter, policy),
+        )

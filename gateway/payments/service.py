@@ -408,7 +408,7 @@ class PaymentService:
                     )
                     not_accepted = _NotAccepted("refused", result.code or "REFUSED", "provider_refused")
             if not_accepted is not None:
-                await self.routing.breaker.failure(payment.school_id, payment.adapter, decision.policy)
+                await self._tell_breaker(payment, decision, technical_failure=True)
                 following = None
                 if payment.method == "card":
                     following = await self._take_candidate(payment.school_id, decision, index + 1)
@@ -427,12 +427,28 @@ class PaymentService:
                     failure_message=FAILURE_MESSAGES[code],
                 )
                 return await self.get(Caller(payment.device_id, payment.school_id), payment.id)
-            if result.outcome is Outcome.UNKNOWN:
+            # the provider's answer first: bookkeeping must never be able to lose it
+            await self.resolver.apply(payment, result, actor=actor)
+            await self._tell_breaker(payment, decision, technical_failure=result.outcome is Outcome.UNKNOWN)
+            return await self._drive(payment.id, deadline, actor=actor)
+
+    async def _tell_breaker(self, payment: Payment, decision: Decision, *, technical_failure: bool) -> None:
+        """Breaker bookkeeping, which only steers *new* attempts (decision 0010): if it fails,
+        the payment goes on all the same."""
+        assert payment.adapter is not None
+        try:
+            if technical_failure:
                 await self.routing.breaker.failure(payment.school_id, payment.adapter, decision.policy)
             else:
                 await self.routing.breaker.success(payment.school_id, payment.adapter)
-            await self.resolver.apply(payment, result, actor=actor)
-            return await self._drive(payment.id, deadline, actor=actor)
+        except Exception as exc:
+            log.warning(
+                "payment %s: breaker of %s not updated (%s: %s)",
+                payment.id,
+                payment.adapter,
+                type(exc).__name__,
+                exc,
+            )
 
     async def _fail_over(
         self, payment: Payment, adapter: str, attempt: int, decision: Decision, why: _NotAccepted

@@ -46,6 +46,7 @@ __all__ = [
     "IdempotencyRecord",
     "NetworkAllowlist",
     "Nonce",
+    "NonceFallback",
     "OfflineRecord",
     "OutboxEvent",
     "Payment",
@@ -153,6 +154,16 @@ class Nonce(Base):
     key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class NonceFallback(Base):
+    """Per Redis prefix: until when nonces must be claimed in the database as well as in Redis
+    (a gateway process that cannot reach Redis says so here). A row also means the prefix has
+    been used with Redis, so a Redis without its marker key has forgotten (docs/decisions/0015)."""
+
+    __tablename__ = "nonce_fallbacks"
+    prefix: Mapped[str] = mapped_column(String(200), primary_key=True)
+    until: Mapped[datetime] = mapped_column()
 
 
 class Student(Base):

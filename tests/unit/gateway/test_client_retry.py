@@ -254,6 +254,17 @@ async def test_429_honours_retry_after(client: CampusPayClient, gateway: FakeGat
     assert len(gateway.attempts) == 2
 
 
+async def test_an_unverifiable_nonce_is_retried_with_a_new_signature(
+    client: CampusPayClient, gateway: FakeGateway
+) -> None:
+    gateway.script = [lambda: problem(401, "nonce_unverifiable", retry_after="0")]
+    result = await pay(client)
+    assert result.status_code == 201
+    first, second = gateway.attempts
+    assert first.idempotency_key == second.idempotency_key
+    assert first.nonce != second.nonce and first.signature != second.signature
+
+
 async def test_retry_after_is_capped(
     gateway: FakeGateway, device: tuple[DeviceCredentials, HTTPMessageVerifier]
 ) -> None:
