@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     previous_master_keys: list[str] = Field(default_factory=list)
     signature_max_skew_seconds: int = Field(default=300, ge=1, le=3600)
     idempotency_retention_hours: int = Field(default=48, ge=24)
+    # Offline records older than this (by their sale time) are held for review, not posted
+    # (decision 0019): a terminal that was offline longer uploads them for a person to look at.
+    offline_max_age_hours: int = Field(default=72, ge=1, le=24 * 31)
     sync_budget_seconds: float = Field(default=20.0, gt=0)
     recovery_deadline_seconds: float = Field(default=60.0, gt=0)
     recovery_interval_seconds: float = Field(default=2.0, gt=0)

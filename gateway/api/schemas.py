@@ -88,7 +88,13 @@ class PaymentOut(BaseModel):
     failure_code: str | None
     failure_message: str | None
     refunded_amount: int
-    created_at: datetime
+    created_at: datetime = Field(
+        description="When the gateway took the payment: its cancel window and statement day"
+    )
+    occurred_at: datetime = Field(
+        description="When the sale happened: what limits count. The same as created_at online; "
+        "for an offline record, the terminal's sale time (created_at is when it was posted)"
+    )
     updated_at: datetime
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from gateway.cards import losses
 from gateway.errors import BadGateway, NotFound, Unprocessable
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
@@ -70,11 +71,11 @@ class CardStatusService:
                 change_version = int(change.get("version") or 0)
                 if card is None or change_version <= card.status_version:
                     continue  # history the card's status already reflects (a replay, a new terminal)
+                at = _when(change.get("at")) or self.clock()
                 if not (status == card.status == "lost" and card.status_changed_at is not None):
-                    # a card that stays lost keeps the time it was first reported: offline records
-                    # made after it are held for review (COMPLIANCE 20)
-                    card.status_changed_at = _when(change.get("at")) or self.clock()
+                    card.status_changed_at = at  # a card that stays lost keeps its first time
                 card.status, card.status_version = status, change_version
+                await self._history(session, card, status, at)
             if version is not None:
                 state = await session.get(BlacklistState, (school_id, ADAPTER), with_for_update=True)
                 if state is None:
@@ -223,9 +224,11 @@ class CardStatusService:
         async with self.db.transaction() as session:
             row = await session.get(Card, card.id, with_for_update=True)
             assert row is not None
+            now = self.clock()
             if row.status != status or row.status_changed_at is None:
-                row.status_changed_at = self.clock()  # a repeated report keeps the first time
+                row.status_changed_at = now  # a repeated report keeps the first time
             row.status = status
+            await self._history(session, row, status, now)
             # Newer than every e-card change seen so far, so replaying that history (a terminal
             # reading the blacklist from 0, a feed reset) can never undo this; only a change the
             # e-card makes from now on can.
@@ -242,6 +245,15 @@ class CardStatusService:
                     object_id=row.id,
                     data={"last4": row.last4},
                 )
+
+    @staticmethod
+    async def _history(session: Any, card: Card, status: str, at: datetime) -> None:
+        """Every loss and every end of one is kept (offline records are judged by the card's
+        status at their sale time, COMPLIANCE 20). A frozen card is not a lost one."""
+        if status == "lost":
+            await losses.record_lost(session, card, at)
+        elif status == "active":
+            await losses.record_found(session, card, at)
 
     async def sync_all(self) -> None:
         """Worker: follow every configured school's blacklist (failures are retried next time)."""

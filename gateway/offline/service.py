@@ -2,10 +2,17 @@
 
 Each record is answered on its own: ``posted``, ``duplicate`` (same device and terminal
 sequence number as one already taken: nothing moves again), ``held_for_review`` with a reason
-(the card was reported lost before the record was made, or the record is over a limit and the
-offline terminal could not ask for the PIN), or ``rejected`` with a reason. Records are posted
-to the e-card system's own offline upload, which de-duplicates on the same key, so a batch that
-is retried after a crash anywhere moves each record's money at most once.
+(the card was lost at the sale time by any of its loss reports, the record is older than the
+offline window or dated in the future, or it is over a limit and the offline terminal could not
+ask for the PIN), or ``rejected`` with a reason. Records are posted to the e-card system's own
+offline upload, which de-duplicates on the same key, so a batch that is retried after a crash
+anywhere moves each record's money at most once.
+
+The sale time (``occurred_at``) is the terminal's word. It decides what the loss check and
+limits see, so it is bounded (decision 0019): a record older than ``max_age`` is not posted on
+the terminal's word alone -- the card may have been lost and its history since forgotten by the
+terminal, and the sale's day has long closed -- and neither is one dated in the future beyond the
+signature clock skew. A posted record becomes a payment whose ``created_at`` is the posting time.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters.ecard.types import OfflineRecord as EcardOfflineRecord
+from gateway.cards.losses import losses_of, was_lost
 from gateway.errors import BadGateway, Unprocessable
 from gateway.idempotency.service import Claim, IdempotencyService
 from gateway.protection import audit
@@ -35,7 +43,6 @@ __all__ = ["MAX_RECORDS", "OfflineInput", "OfflineService"]
 
 log = logging.getLogger(__name__)
 MAX_RECORDS = 500
-FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,17 @@ def _reference(device_id: str, seq: int) -> str:
 
 class OfflineService:
     def __init__(
-        self, db: Database, keyring: Keyring, providers: ProviderSettings, *, clock: Callable[[], datetime]
+        self,
+        db: Database,
+        keyring: Keyring,
+        providers: ProviderSettings,
+        *,
+        clock: Callable[[], datetime],
+        max_age: timedelta,
+        future_skew: timedelta,
     ) -> None:
         self.db, self.keyring, self.providers, self.clock = db, keyring, providers, clock
+        self.max_age, self.future_skew = max_age, future_skew
 
     async def upload(
         self, school_id: str, device_id: str, records: Sequence[OfflineInput], claim: Claim
@@ -124,6 +139,7 @@ class OfflineService:
                             select(Card).where(Card.school_id == school_id, Card.card_hash == digest)
                         )
                     ).scalar_one_or_none()
+            history = await losses_of(session, [c.id for c in cards.values() if c is not None])
             # an order id already taken on this device: by a live payment, or by a record held
             # for review (its money may still be posted after the review)
             orders = {r.merchant_order_id for r in records}
@@ -186,8 +202,6 @@ class OfflineService:
                 reason = "invalid_amount"
             elif record.store_id not in stores:
                 reason = "store_unknown"
-            elif record.occurred_at > now + FUTURE_TOLERANCE:
-                reason = "occurred_in_future"
             elif card is None:
                 reason = "card_unknown"
             elif record.merchant_order_id in taken_orders:
@@ -197,7 +211,6 @@ class OfflineService:
                 continue
             assert card is not None
             taken_orders.add(record.merchant_order_id)
-            lost_at = card.status_changed_at if card.status == "lost" else None
             if card.funding_adapter in unconfigured:
                 # a school set-up error, not an answer about this sale: nothing is posted or
                 # stored, and the terminal keeps the batch and sends it again later
@@ -206,7 +219,12 @@ class OfflineService:
                     f"the school has no {card.funding_adapter} provider for card "
                     f"…{card.last4}; nothing in this batch was posted",
                 )
-            if lost_at is not None and lost_at <= record.occurred_at:
+            if record.occurred_at > now + self.future_skew:
+                # a terminal clock ahead of time: the sale happened, but when is unknown
+                results[index] = _held(seq, "occurred_in_future")
+            elif record.occurred_at < now - self.max_age:
+                results[index] = _held(seq, "too_old")
+            elif was_lost(history[card.id], record.occurred_at):
                 results[index] = _held(seq, "card_lost_before_record")
             elif offline_adapters.get(card.funding_adapter) is None:
                 # e.g. a bank co-branded card: its funding source takes no offline uploads, and
@@ -400,7 +418,8 @@ class OfflineService:
             status="succeeded",
             provider_reference=_reference(device_id, record.terminal_seq),
             provider_txn_id=answer.get("txn_id"),
-            created_at=record.occurred_at,
+            created_at=now,  # posted now: today's cancel window and statement
+            occurred_at=record.occurred_at,  # sold then: that day's limits
             updated_at=now,
             description="offline",
         )

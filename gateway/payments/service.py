@@ -227,6 +227,7 @@ class PaymentService:
             card_last4=card_last4,
             description=data.description,
             created_at=now,
+            occurred_at=now,  # an online sale happens when it is taken
             updated_at=now,
         )
         routing = decision.record() if decision is not None else None

@@ -155,6 +155,7 @@ def payment_resource(p: Payment) -> dict[str, Any]:
         "failure_message": p.failure_message,
         "refunded_amount": p.refunded_amount,
         "created_at": _iso(p.created_at),
+        "occurred_at": _iso(p.occurred_at),
         "updated_at": _iso(p.updated_at),
     }
 

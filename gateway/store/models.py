@@ -35,6 +35,7 @@ __all__ = [
     "BlacklistState",
     "Card",
     "CardBinSetting",
+    "CardLoss",
     "CircuitBreaker",
     "Consent",
     "ConsentNotice",
@@ -201,6 +202,23 @@ class Card(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class CardLoss(Base):
+    """One loss report of a card: lost from ``lost_at`` until ``found_at`` (None: still lost).
+
+    Every report is kept, so a record made while the card was lost is recognised even after the
+    card was found (and perhaps lost again): COMPLIANCE rule 20 asks about the card's status *at
+    the sale*, not now. Reports come from the gateway's own admin calls and from the provider's
+    blacklist; one that overlaps a report still open is the same loss."""
+
+    __tablename__ = "card_losses"
+    __table_args__ = (Index("ix_card_losses_card", "card_id", "lost_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    card_id: Mapped[str] = mapped_column(ForeignKey("cards.id"))
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"))
+    lost_at: Mapped[datetime] = mapped_column()
+    found_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class ProviderSetting(Base):
     __tablename__ = "provider_settings"
     school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), primary_key=True)
@@ -226,6 +244,7 @@ class Payment(Base):
         ),
         Index("ix_payments_order", "device_id", "merchant_order_id"),
         Index("ix_payments_recovery", "status", "next_recovery_at"),
+        Index("ix_payments_student_occurred", "student_id", "occurred_at"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
@@ -258,7 +277,12 @@ class Payment(Base):
     refusal: Mapped[str | None] = mapped_column(String(80), default=None)
     refused_since: Mapped[datetime | None] = mapped_column(default=None)
     needs_attention: Mapped[bool] = mapped_column(default=False)
+    # Two times, kept apart: ``created_at`` is when the gateway took the payment (its cancel
+    # window and statement day); ``occurred_at`` is when the sale happened (what limits count
+    # and what a loss report is compared with). They differ only for offline records, which
+    # are posted hours after the sale.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -55,6 +55,21 @@ class PaymentRepository:
         )
         return (await self.session.execute(stmt)).scalars().all()
 
+    async def spent(self, student_id: str, start: datetime, end: datetime) -> int:
+        """What the student spent in sales made in ``[start, end)``: the sum guardians' limits
+        count (COMPLIANCE 15: every method together, offline records by their sale time, not by
+        when they were posted). A payment still processing is counted (its money may be taken);
+        refunds and cancels give their amount back."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(Payment.amount - Payment.refunded_amount), 0)).where(
+                Payment.student_id == student_id,
+                Payment.status.in_(["processing", "succeeded"]),
+                Payment.occurred_at >= start,
+                Payment.occurred_at < end,
+            )
+        )
+        return int(total or 0)
+
     async def transition(
         self,
         payment_id: str,

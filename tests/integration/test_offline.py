@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from gateway.cards.losses import losses_of
 from gateway.client import CampusPayClient, CampusPayError
 from gateway.store.models import Card
+from gateway.store.payments import PaymentRepository
 from tests.bank_helpers import CARD, bind_co_branded_card
-from tests.harness import Harness
+from tests.harness import Harness, start_harness
 from tests.routing_helpers import configure_ecard, debits
+from tests.signing_helpers import signed
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +307,166 @@ async def test_an_order_held_offline_is_not_charged_again_online(harness: Harnes
     assert err.value.code == "duplicate_order"
     bank = await harness.sandbox.get("/_control/events", params={"provider": "bank", "kind": "bank.debit"})
     assert bank.json()["events"] == []
+
+
+# -- the sale time is the terminal's word: bounded, and kept apart from the posting time ------
+
+
+async def _signed_upload(h: Harness, records: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """An upload signed on the gateway's clock (which these tests move), not the host's."""
+    assert h.device is not None
+    request = signed(
+        h, h.device, "POST", "/v1/offline-batches", body={"records": records}, idempotency_key=key
+    )
+    response = await h.gateway.send(request)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _at(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+async def test_a_back_dated_record_is_held_not_charged_to_a_card_lost_since(harness: Harness) -> None:
+    """A record dated two years ago, made (by its own word) before the card's loss report, is not
+    posted on that word: past the offline window it is held for review, as is one dated beyond
+    the signature skew in the future. Inside the window the record still posts."""
+    harness.clock.freeze()
+    now = harness.clock()
+    lost = await harness.admin(
+        "POST", f"/v1/schools/{harness.school_id}/cards/report-lost", {"card_no": "31000001"}
+    )
+    assert lost.status_code == 200, lost.text
+    window = timedelta(hours=harness.settings.offline_max_age_hours)
+    assert window == timedelta(hours=72)  # the documented default
+    records = [
+        _record(harness, 100, occurred_at=_at(now - timedelta(days=730))),
+        _record(harness, 101, card="31000004", occurred_at=_at(now - window - timedelta(seconds=1))),
+        _record(harness, 102, card="31000004", occurred_at=_at(now - window + timedelta(minutes=1))),
+        _record(harness, 103, card="31000004", occurred_at=_at(now + timedelta(seconds=301))),
+        _record(harness, 104, card="31000004", occurred_at=_at(now + timedelta(seconds=299))),
+    ]
+    async with harness.client() as client:
+        body = (await _upload(client, records)).json()
+    by = {r["terminal_seq"]: (r["status"], r.get("reason")) for r in body["results"]}
+    assert by == {
+        100: ("held_for_review", "too_old"),
+        101: ("held_for_review", "too_old"),
+        102: ("posted", None),
+        103: ("held_for_review", "occurred_in_future"),
+        104: ("posted", None),
+    }
+    assert await harness.balance("31000001") == 100_000  # the lost card was not charged
+    assert sorted(d["amount"] for d in await harness.debits()) == [800, 800]
+
+
+async def test_the_offline_window_is_configurable(tmp_path: Path) -> None:
+    async with start_harness(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+        data_dir=tmp_path,
+        offline_max_age_hours=1,
+    ) as h:
+        now = datetime.now(UTC)
+        records = [
+            _record(h, 1, occurred_at=_at(now - timedelta(minutes=90))),
+            _record(h, 2, occurred_at=_at(now - timedelta(minutes=30))),
+        ]
+        async with h.client() as client:
+            body = (await _upload(client, records)).json()
+    assert [(r["status"], r.get("reason")) for r in body["results"]] == [
+        ("held_for_review", "too_old"),
+        ("posted", None),
+    ]
+
+
+async def test_every_loss_report_counts_lost_found_and_lost_again(harness: Harness) -> None:
+    """Lost (blocked at the gateway; the e-card did not confirm), found, lost again. A record made
+    during the first loss is held although the card was found since and the e-card system never
+    heard of that loss; one made while the card was found posts; one after the second loss is
+    held."""
+    cards = f"/v1/schools/{harness.school_id}/cards"
+    card = {"card_no": "31000001"}
+    harness.clock.freeze()
+    start = harness.clock()
+    harness.clock.advance(hours=-3)
+    await harness.fault(operation="report_lost", action="error_500")
+    assert (await harness.admin("POST", f"{cards}/report-lost", card)).status_code == 502  # blocked here
+    harness.clock.advance(hours=1)
+    assert (await harness.admin("POST", f"{cards}/cancel-loss", card)).json()["status"] == "active"
+    harness.clock.advance(hours=1)
+    assert (await harness.admin("POST", f"{cards}/report-lost", card)).json()["status"] == "lost"
+    harness.clock.advance(hours=1)
+    body = await _signed_upload(
+        harness,
+        [
+            _record(harness, 110, occurred_at=_at(start - timedelta(hours=2, minutes=30))),  # first loss
+            _record(
+                harness, 111, amount=650, occurred_at=_at(start - timedelta(hours=1, minutes=30))
+            ),  # found
+            _record(harness, 112, occurred_at=_at(start - timedelta(minutes=30))),  # lost again
+        ],
+        key="lost-found-lost",
+    )
+    by = {r["terminal_seq"]: (r["status"], r.get("reason")) for r in body["results"]}
+    assert by == {
+        110: ("held_for_review", "card_lost_before_record"),
+        111: ("posted", None),
+        112: ("held_for_review", "card_lost_before_record"),
+    }
+    assert [d["amount"] for d in await harness.debits()] == [650]
+    async with harness.services.db.transaction() as session:
+        periods = await losses_of(session, [await _card_id(harness, "0001")])
+    [history] = periods.values()
+    assert [(lost - start, found and found - start) for lost, found in history] == [
+        (timedelta(hours=-3), timedelta(hours=-2)),
+        (timedelta(hours=-1), None),
+    ]
+
+
+async def _card_id(h: Harness, last4: str) -> str:
+    async with h.services.db.transaction() as session:
+        card_id = await session.scalar(
+            select(Card.id).where(Card.school_id == h.school_id, Card.last4 == last4)
+        )
+    assert card_id is not None
+    return str(card_id)
+
+
+async def test_a_posted_record_is_taken_now_and_sold_then(harness: Harness) -> None:
+    """``created_at`` is the posting time (today's cancel window), ``occurred_at`` the sale time."""
+    harness.clock.freeze()
+    now = harness.clock()
+    sold = now - timedelta(hours=30)  # always an earlier day in the store's time zone
+    async with harness.client() as client:
+        body = (await _upload(client, [_record(harness, 120, occurred_at=_at(sold))])).json()
+        [result] = body["results"]
+        assert result["status"] == "posted", result
+        payment = await client.get_payment(result["payment_id"])
+        assert datetime.fromisoformat(payment["occurred_at"]) == sold
+        assert datetime.fromisoformat(payment["created_at"]) == now
+        listed = await client.request("GET", "/v1/payments", params={"merchant_order_id": "off-120"})
+        assert listed.json()["data"][0]["occurred_at"] == payment["occurred_at"]
+        online = await client.create_payment(**harness.payment())
+        assert online.body["occurred_at"] == online.body["created_at"]
+        canceled = await client.cancel_payment(result["payment_id"])  # posted today: cancelable today
+    assert canceled.status_code == 200 and canceled.body["status"] == "canceled"
+    assert await harness.balance("31000001") == 100_000 - 1250
+
+
+async def test_limits_count_an_offline_record_on_its_sale_day(harness: Harness) -> None:
+    """What guardians' limits count (COMPLIANCE 15): a record posted today for yesterday's sale
+    is yesterday's spending, not today's."""
+    harness.clock.freeze()
+    now = harness.clock()
+    zone = ZoneInfo("Asia/Shanghai")  # the harness store's time zone
+    today = datetime.combine(now.astimezone(zone).date(), time.min, tzinfo=zone)
+    yesterday_noon = today - timedelta(hours=12)
+    async with harness.client() as client:
+        body = (await _upload(client, [_record(harness, 130, occurred_at=_at(yesterday_noon))])).json()
+        assert body["results"][0]["status"] == "posted"
+        assert (await client.create_payment(**harness.payment(amount=300))).body["status"] == "succeeded"
+    student = harness.cards["31000001"]
+    async with harness.services.db.transaction() as session:
+        repo = PaymentRepository(session, harness.clock)
+        assert await repo.spent(student, today, today + timedelta(days=1)) == 300
+        assert await repo.spent(student, today - timedelta(days=1), today) == 800

@@ -1,16 +1,23 @@
-"""Storage: migrations match the models; the audit chain exposes edits; Redis nonces."""
+"""Storage: migrations match the models and carry existing data; the audit chain exposes edits;
+Redis nonces."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import delete, select, update
 
-from gateway.store.db import Database
-from gateway.store.models import AuditEntry, Base
+from gateway.store.db import Database, alembic_config, run_migrations
+from gateway.store.models import AuditEntry, Base, CardLoss, UTCDateTime
+from gateway.store.payments import PaymentRepository
 from tests.harness import Harness, start_harness
 from tests.signing_helpers import signed
 
@@ -95,3 +102,157 @@ async def test_nonces_in_redis_are_single_use(tmp_path: Path, redis_url: str, re
         assert len([k for k in keys if k.startswith(f"{prefix}nonce:".encode())]) == 1
         ready = (await h.gateway.get("/readyz")).json()
         assert ready["checks"] == {"database": "ok", "redis": "ok"}
+
+
+# -- migration 0008 (decision 0019): card loss history and payments' sale time, on existing data --
+
+_BEFORE, _AFTER = "0007", "0008"  # the revision before ours, and ours
+_T = datetime(2026, 9, 1, 4, 0, tzinfo=UTC)
+_SOLD, _POSTED = _T + timedelta(days=1), _T + timedelta(days=2, hours=5)
+
+
+def _table(name: str, *columns: str) -> sa.TableClause:
+    """A table as an older revision has it: only the columns named; ``*_at`` typed like the models'."""
+    return sa.table(
+        name, *(sa.column(c, UTCDateTime()) if c.endswith("_at") else sa.column(c) for c in columns)
+    )
+
+
+async def _insert(conn: Any, table: str, /, **values: Any) -> None:
+    await conn.execute(sa.insert(_table(table, *values)).values(**values))
+
+
+async def _seed_before_0008(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        await _insert(conn, "schools", id="sch_1", name="S", created_at=_T)
+        await _insert(
+            conn,
+            "stores",
+            id="sto_1",
+            school_id="sch_1",
+            name="C",
+            merchant_category="canteen",
+            timezone="Asia/Shanghai",
+            created_at=_T,
+        )
+        await _insert(
+            conn, "devices", id="dev_1", school_id="sch_1", name="till", status="active", created_at=_T
+        )
+        await _insert(
+            conn,
+            "students",
+            id="stu_1",
+            school_id="sch_1",
+            external_ref="A1",
+            age_band="under_14",
+            status="active",
+            created_at=_T,
+        )
+        for card_id, status, changed in (
+            ("crd_lost", "lost", _T + timedelta(days=3)),
+            ("crd_lost_unknown", "lost", None),  # lost, the time not recorded
+            ("crd_found", "active", _T + timedelta(days=2)),  # lost and found once: when, unknown
+        ):
+            await _insert(
+                conn,
+                "cards",
+                id=card_id,
+                school_id="sch_1",
+                student_id="stu_1",
+                card_hash=card_id,
+                last4="0001",
+                funding_adapter="ecard",
+                status=status,
+                status_version=1,
+                status_changed_at=changed,
+                created_at=_T,
+            )
+        payment = {
+            "school_id": "sch_1",
+            "device_id": "dev_1",
+            "store_id": "sto_1",
+            "amount": 800,
+            "currency": "CNY",
+            "method": "card",
+            "student_id": "stu_1",
+            "status": "succeeded",
+            "refunded_amount": 0,
+            "recovery_attempts": 0,
+            "reversal_requested": 0,
+        }
+        await _insert(
+            conn,
+            "payments",
+            **payment,
+            id="pay_online",
+            merchant_order_id="o-1",
+            created_at=_T,
+            updated_at=_T,
+        )
+        # posted by the old code, which gave the payment the record's sale time as created_at
+        await _insert(
+            conn,
+            "payments",
+            **payment,
+            id="pay_offline",
+            merchant_order_id="off-1",
+            created_at=_SOLD,
+            updated_at=_POSTED,
+        )
+        await _insert(
+            conn,
+            "offline_records",
+            id="ofr_1",
+            school_id="sch_1",
+            device_id="dev_1",
+            batch_id="ob_1",
+            terminal_seq=1,
+            merchant_order_id="off-1",
+            amount=800,
+            currency="CNY",
+            card_hash="crd_lost",
+            card_last4="0001",
+            store_id="sto_1",
+            status="posted",
+            payment_id="pay_offline",
+            occurred_at=_SOLD,
+            created_at=_POSTED,
+        )
+
+
+async def _payment_times(db: Database, *columns: str) -> dict[str, tuple[Any, ...]]:
+    payments = _table("payments", "id", *columns)
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(sa.select(*payments.c).select_from(payments))
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+
+async def test_migration_0008_backfills_sale_times_and_loss_history(empty_database_url: str) -> None:
+    url = empty_database_url
+    db = Database(url)
+    try:
+        await asyncio.to_thread(run_migrations, url, _BEFORE)
+        await _seed_before_0008(db)
+        await asyncio.to_thread(run_migrations, url, _AFTER)
+        assert await _payment_times(db, "created_at", "occurred_at") == {
+            "pay_online": (_T, _T),
+            "pay_offline": (_POSTED, _SOLD),  # taken when posted, sold the day before
+        }
+        async with db.transaction() as session:
+            losses = await session.execute(
+                select(CardLoss.card_id, CardLoss.lost_at, CardLoss.found_at).order_by(CardLoss.card_id)
+            )
+            assert list(losses) == [
+                ("crd_lost", _T + timedelta(days=3), None),
+                ("crd_lost_unknown", _T, None),  # from the card's creation: the safe side
+            ]
+            # the new code reads the migrated rows
+            payment = await PaymentRepository(session).get("pay_offline")
+            assert payment is not None and (payment.created_at, payment.occurred_at) == (_POSTED, _SOLD)
+            assert await PaymentRepository(session).spent("stu_1", _SOLD, _SOLD + timedelta(seconds=1)) == 800
+        # and back: created_at means the sale time again
+        await asyncio.to_thread(command.downgrade, alembic_config(url), _BEFORE)
+        assert await _payment_times(db, "created_at") == {"pay_online": (_T,), "pay_offline": (_SOLD,)}
+        await db.migrate()  # up to the head again, data and all
+    finally:
+        await db.dispose()
