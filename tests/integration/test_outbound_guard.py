@@ -27,7 +27,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy import delete
 
 from gateway.app import StartupRefused, create_app
 from gateway.outbound import Guard, IPNetwork, NetworkConnector, Outbound, SystemResolver
@@ -237,63 +236,55 @@ async def test_a_name_that_starts_resolving_to_loopback_is_refused_at_call_time(
 
 
 async def test_only_the_platform_admin_opens_a_private_network_and_only_for_that_school(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, empty_database_url: str
 ) -> None:
+    # Its own database: a production harness refuses to start on a shared one holding other
+    # tests' sandbox providers.
     lan = "http://10.20.0.5/ecard"
-    async with production(tmp_path, database_url) as h, h.client() as client:
-        schools = [h.school_id]
-        try:
-            providers = f"/v1/schools/{h.school_id}/providers/ecard"
-            allowlist = f"/v1/schools/{h.school_id}/network-allowlist"
-            assert_problem(await h.admin("PUT", providers, _ecard(h, lan)), 422, "endpoint_not_allowed")
-            # the school's own admin may read it, not set it
-            assert (await h.admin("GET", allowlist)).json() == {
-                "school_id": h.school_id,
-                "cidrs": [],
-                "updated_at": None,
-            }
-            assert_problem(await h.admin("PUT", allowlist, {"cidrs": ["10.20.0.0/16"]}), 403, "forbidden")
-            for bad in (["127.0.0.0/8"], ["169.254.0.0/16"], ["0.0.0.0/0"], ["10.20.0.1/16"], ["8.8.8.0/24"]):
-                r = await h.admin("PUT", allowlist, {"cidrs": bad}, token=h.platform_token)
-                assert_problem(r, 422, "validation_error")
+    async with production(tmp_path, empty_database_url) as h, h.client() as client:
+        providers = f"/v1/schools/{h.school_id}/providers/ecard"
+        allowlist = f"/v1/schools/{h.school_id}/network-allowlist"
+        assert_problem(await h.admin("PUT", providers, _ecard(h, lan)), 422, "endpoint_not_allowed")
+        # the school's own admin may read it, not set it
+        assert (await h.admin("GET", allowlist)).json() == {
+            "school_id": h.school_id,
+            "cidrs": [],
+            "updated_at": None,
+        }
+        assert_problem(await h.admin("PUT", allowlist, {"cidrs": ["10.20.0.0/16"]}), 403, "forbidden")
+        for bad in (["127.0.0.0/8"], ["169.254.0.0/16"], ["0.0.0.0/0"], ["10.20.0.1/16"], ["8.8.8.0/24"]):
+            r = await h.admin("PUT", allowlist, {"cidrs": bad}, token=h.platform_token)
+            assert_problem(r, 422, "validation_error")
 
-            r = await h.admin(
-                "PUT", allowlist, {"cidrs": ["10.20.0.0/16", "fd00:1::/32"]}, token=h.platform_token
-            )
-            assert r.status_code == 200, r.text
-            assert r.json()["cidrs"] == ["10.20.0.0/16", "fd00:1::/32"]
-            assert (await h.admin("PUT", providers, _ecard(h, lan))).status_code == 200
-            paid = await client.create_payment(**h.payment())
-            assert paid.body["status"] == "succeeded", paid.body
-            # the allow-list opens private addresses, never loopback or metadata ones
-            for endpoint in ("http://127.0.0.1/ecard", "http://169.254.169.254/"):
-                assert_problem(
-                    await h.admin("PUT", providers, _ecard(h, endpoint)), 422, "endpoint_not_allowed"
-                )
+        r = await h.admin(
+            "PUT", allowlist, {"cidrs": ["10.20.0.0/16", "fd00:1::/32"]}, token=h.platform_token
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["cidrs"] == ["10.20.0.0/16", "fd00:1::/32"]
+        assert (await h.admin("PUT", providers, _ecard(h, lan))).status_code == 200
+        paid = await client.create_payment(**h.payment())
+        assert paid.body["status"] == "succeeded", paid.body
+        # the allow-list opens private addresses, never loopback or metadata ones
+        for endpoint in ("http://127.0.0.1/ecard", "http://169.254.169.254/"):
+            assert_problem(await h.admin("PUT", providers, _ecard(h, endpoint)), 422, "endpoint_not_allowed")
 
-            other = await h.admin("POST", "/v1/schools", {"name": "Other"}, token=h.platform_token)
-            other_id, other_key = other.json()["id"], other.json()["api_key"]
-            schools.append(other_id)
-            r = await h.admin(
-                "PUT", f"/v1/schools/{other_id}/providers/ecard", _ecard(h, lan), token=other_key
-            )
-            assert_problem(r, 422, "endpoint_not_allowed")
-            assert_problem(await h.admin("GET", allowlist, token=other_key), 404, "not_found")
+        other = await h.admin("POST", "/v1/schools", {"name": "Other"}, token=h.platform_token)
+        other_id, other_key = other.json()["id"], other.json()["api_key"]
+        r = await h.admin("PUT", f"/v1/schools/{other_id}/providers/ecard", _ecard(h, lan), token=other_key)
+        assert_problem(r, 422, "endpoint_not_allowed")
+        assert_problem(await h.admin("GET", allowlist, token=other_key), 404, "not_found")
 
-            # narrowing takes effect at the next call
-            r = await h.admin("PUT", allowlist, {"cidrs": []}, token=h.platform_token)
-            assert r.status_code == 200 and r.json()["cidrs"] == []
-            refused = await client.create_payment(**h.payment())
-            assert (refused.body["status"], refused.body["failure_code"]) == (
-                "failed",
-                "provider_unavailable",
-            )
-            assert len(await h.debits()) == 1
-            audit = (await h.admin("GET", f"/v1/schools/{h.school_id}/audit")).json()["data"]
-            assert [e["action"] for e in audit].count("network_allowlist.updated") == 2
-        finally:  # the PostgreSQL database is shared by the session: leave no production endpoints
-            async with h.services.db.transaction() as session:
-                await session.execute(delete(ProviderSetting).where(ProviderSetting.school_id.in_(schools)))
+        # narrowing takes effect at the next call
+        r = await h.admin("PUT", allowlist, {"cidrs": []}, token=h.platform_token)
+        assert r.status_code == 200 and r.json()["cidrs"] == []
+        refused = await client.create_payment(**h.payment())
+        assert (refused.body["status"], refused.body["failure_code"]) == (
+            "failed",
+            "provider_unavailable",
+        )
+        assert len(await h.debits()) == 1
+        audit = (await h.admin("GET", f"/v1/schools/{h.school_id}/audit")).json()["data"]
+        assert [e["action"] for e in audit].count("network_allowlist.updated") == 2
 
 
 async def test_production_refuses_the_repository_s_published_credentials(tmp_path: Path) -> None:
