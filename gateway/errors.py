@@ -17,7 +17,8 @@
     │                                      endpoint_not_allowed, sandbox_credential_in_production, ...
     ├── TooManyRequests     429            rate_limited
     ├── BadGateway          502            provider_check_failed
-    └── Unavailable         503            not_ready, server_busy (written by the HTTP server)
+    └── Unavailable         503            not_ready, server_busy (written by the HTTP server),
+                                           database_unavailable
 
 Every code a client can see is declared once in ``CODES`` so the OpenAPI document lists them.
 """
@@ -104,6 +105,7 @@ CODES: dict[str, tuple[int, str]] = {
     "rate_limited": (429, "Too many requests"),
     "not_ready": (503, "Not ready"),
     "server_busy": (503, "Too many open connections; retry shortly"),
+    "database_unavailable": (503, "The gateway cannot reach its database right now; retry shortly"),
     "provider_check_failed": (502, "The provider round trip failed"),
     "internal_error": (500, "Internal error"),
 }

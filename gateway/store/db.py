@@ -16,13 +16,14 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from gateway.errors import Unavailable
 from gateway.metrics import DB_STATEMENTS, DB_TRANSACTIONS
 
-__all__ = ["Database", "run_migrations"]
+__all__ = ["Database", "DatabaseUnavailable", "run_migrations"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -48,6 +49,40 @@ def _count_statement(*_args: Any) -> None:
 
 def _count_transaction(*_args: Any) -> None:
     DB_TRANSACTIONS.inc()
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database could not be reached (connect refused or reset, connection lost, pool
+    exhausted, SQLite locked past its busy timeout). Nothing of the transaction was committed,
+    and it says nothing about the request itself: the client retries (503 ``Retry-After``)."""
+
+    def __init__(self) -> None:
+        super().__init__("database_unavailable", headers={"Retry-After": "1"})
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    """A failure of the link to the database, not of the statement: retrying can succeed."""
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        if isinstance(error, exc.OperationalError) and "database is locked" in str(error.orig):
+            return True
+        return isinstance(error.orig, OSError) or type(error.orig).__name__ in _DRIVER_LINK_ERRORS
+    # asyncpg raises its connect errors (refused, reset, timed out) as they are
+    return isinstance(error, OSError | TimeoutError | exc.TimeoutError)
+
+
+# asyncpg's names for a lost or refused connection (the adapted exception keeps the original)
+_DRIVER_LINK_ERRORS = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "CannotConnectNowError",
+        "TooManyConnectionsError",
+        "ConnectionRejectionError",
+        "InterfaceError",
+    }
+)
 
 
 class Database:
@@ -76,9 +111,17 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit on success, roll back on any exception."""
-        async with self.sessionmaker() as session, session.begin():
-            yield session
+        """One unit of work: commit on success, roll back on any exception. A lost link to the
+        database becomes ``DatabaseUnavailable`` (503), whichever statement met it."""
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                yield session
+        except DatabaseUnavailable:
+            raise
+        except Exception as error:
+            if _is_unavailable(error):
+                raise DatabaseUnavailable() from error
+            raise
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:
