@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
@@ -11,6 +12,7 @@ from gateway.auth.headers import RequestHeaders
 from gateway.auth.tokens import AdminPrincipal
 from gateway.idempotency.service import validate_key
 from gateway.payments.service import Caller
+from gateway.protection.biometrics import reject_biometric_payload
 from gateway.services import Services
 
 __all__ = ["AdminDep", "DeviceDep", "ServicesDep", "device_headers", "path_and_query"]
@@ -63,6 +65,16 @@ def device_headers(request: Request) -> RequestHeaders:
     return headers
 
 
+def _parsed(body: bytes) -> Any:
+    """The body as JSON, or None when it is empty or not JSON (the router then refuses it)."""
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
 async def authenticate_device(
     request: Request, services: ServicesDep, _signature: Annotated[str | None, Security(_SIGNATURE)]
 ) -> Caller:
@@ -81,6 +93,9 @@ async def authenticate_device(
         now=services.clock(),
     )
     await services.rate_limiter.check(identity.device_id)  # before idempotency: a 429 stores nothing
+    # COMPLIANCE rule 11, for every device request's whole body, before any router validates,
+    # logs, stores or forwards it: an image or template goes nowhere (gateway.protection.biometrics).
+    reject_biometric_payload(_parsed(body))
     return Caller(device_id=identity.device_id, school_id=identity.school_id)
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -15,8 +18,12 @@ from sqlalchemy import select
 
 from gateway.store.models import Enrollment, ProviderNotification
 from sandbox.alipay.keys import ALIPAY_PRIVATE_KEY_PEM
+from sandbox.face.images import encode_png, resize
+from sandbox.face.synthetic import synthetic_face
 from tests.face_helpers import ALICE, BOB, Face, setup_face
+from tests.face_sdk_values import LIQUN_TERMINAL_PARAMS, LIQUN_ZIM_INIT_CLIENT_DATA
 from tests.harness import Harness, start_harness
+from tests.signing_helpers import assert_problem, idempotency_rows, payment_rows, signed
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +134,82 @@ async def test_biometric_data_is_refused_before_anything_happens(face: Face) -> 
                 **face.h.payment(method="face", credential={"image": "iVBOR" + "A" * 500})
             )
     assert err.value.status == 422 and err.value.code == "biometric_data_not_accepted"
+
+
+def _face_png(side: int) -> str:
+    """Base64 of a PNG of a (synthetic) face, the kind of crop a terminal's camera produces."""
+    return base64.b64encode(encode_png(resize(synthetic_face("school-demo", "stu_alice"), side))).decode()
+
+
+_TEMPLATE = [round(0.01 * ((i * 37) % 17 - 8), 3) for i in range(128)]  # 128 floats, an embedding's shape
+
+# Rule 11 covers the whole request, not only the credential (issue 7 A5): what a terminal could put
+# where the schema has room for text.
+BIOMETRIC_ELSEWHERE: dict[str, Any] = {
+    "image-in-terminal_params": lambda: {"terminal_params": _face_png(32)},
+    "photo-in-description": lambda: {"description": _face_png(112)},
+    "data-uri-in-description": lambda: {"description": "data:image/png;base64," + _face_png(16)},
+    "image-inside-terminal_params-json": lambda: {
+        "terminal_params": json.dumps({"terminalType": "IOT", "faceImage": _face_png(24)})
+    },
+    "template-inside-terminal_params-json": lambda: {
+        "terminal_params": json.dumps({"terminalType": "IOT", "feature": _TEMPLATE})
+    },
+    "short-vector-as-the-token": lambda: {"credential": {"face_token": [0.12, -0.5, 0.33]}},
+}
+
+
+async def _alipay_calls(h: Harness) -> list[dict[str, Any]]:
+    r = await h.sandbox.get("/_control/events", params={"provider": "alipay", "kind": "alipay.call"})
+    r.raise_for_status()
+    return list(r.json()["events"])
+
+
+@pytest.mark.parametrize("case", list(BIOMETRIC_ELSEWHERE))
+async def test_biometric_data_anywhere_in_the_body_goes_nowhere(
+    face: Face, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused 422 before anything: no payment row, no idempotency record, no call to Alipay, not
+    in the logs. The same key then pays with the real SDK's signed terminal_params, which reaches
+    Alipay unchanged."""
+    h = face.h
+    assert h.device is not None
+    caplog.set_level("DEBUG")
+    await _alice(face)
+    body = face.pay(await face.token("stu_alice"), amount=650, currency="CNY")
+    key, calls_before = str(uuid.uuid4()), len(await _alipay_calls(h))
+    refused = {**body, **BIOMETRIC_ELSEWHERE[case]()}
+    request = signed(h, h.device, "POST", "/v1/payments", body=refused, idempotency_key=key)
+    answer = await h.gateway.send(request)
+    problem = assert_problem(answer, 422, "biometric_data_not_accepted")
+    assert "iVBOR" not in problem["detail"]
+    assert await payment_rows(h, body["merchant_order_id"]) == 0
+    assert await idempotency_rows(h, key) == 0
+    assert len(await _alipay_calls(h)) == calls_before
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "iVBOR" not in logged
+
+    honest = {**body, "terminal_params": LIQUN_TERMINAL_PARAMS, "description": "lunch"}
+    request = signed(h, h.device, "POST", "/v1/payments", body=honest, idempotency_key=key)
+    paid = await h.gateway.send(request)
+    assert paid.status_code == 201, paid.text
+    assert paid.json()["status"] == "succeeded" and "idempotent-replayed" not in paid.headers
+    calls = await _alipay_calls(h)
+    assert len(calls) > calls_before
+    pay_calls = [c for c in calls[calls_before:] if c.get("method") == "alipay.trade.pay"]
+    assert [c["biz_content"]["terminal_params"] for c in pay_calls] == [LIQUN_TERMINAL_PARAMS]
+
+
+async def test_a_long_opaque_sdk_value_is_not_mistaken_for_an_image(face: Face) -> None:
+    """3,884 characters of the face SDK's own base64 (zimInitClientData) pass, and go to Alipay."""
+    await _alice(face)
+    async with face.h.client() as client:
+        paid = await client.create_payment(
+            **face.pay(await face.token("stu_alice"), amount=300, terminal_params=LIQUN_ZIM_INIT_CLIENT_DATA)
+        )
+    assert paid.status_code == 201 and paid.body["status"] == "succeeded"
+    pay_calls = [c for c in await _alipay_calls(face.h) if c.get("method") == "alipay.trade.pay"]
+    assert pay_calls[-1]["biz_content"]["terminal_params"] == LIQUN_ZIM_INIT_CLIENT_DATA
 
 
 async def test_a_superseded_enrolment_is_an_identity_mismatch(tmp_path: Path) -> None:

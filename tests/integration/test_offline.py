@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,12 @@ from sqlalchemy import select, update
 
 from gateway.cards.losses import losses_of
 from gateway.client import CampusPayClient, CampusPayError
-from gateway.store.models import Card
+from gateway.store.models import Card, OfflineRecord
 from gateway.store.payments import PaymentRepository
 from tests.bank_helpers import CARD, bind_co_branded_card
 from tests.harness import Harness, start_harness
 from tests.routing_helpers import configure_ecard, debits
-from tests.signing_helpers import signed
+from tests.signing_helpers import assert_problem, idempotency_rows, signed
 
 pytestmark = pytest.mark.integration
 
@@ -179,6 +180,28 @@ async def test_malformed_records_are_answered_in_their_place(harness: Harness) -
     statuses = [(r["index"], r["terminal_seq"], r["status"]) for r in body["results"]]
     assert statuses == [(0, 40, "rejected"), (1, 41, "posted"), (2, None, "rejected")]
     assert body["counts"] == {"posted": 1, "rejected": 2}
+
+
+async def test_an_image_in_a_record_refuses_the_whole_batch_and_stores_nothing(harness: Harness) -> None:
+    """COMPLIANCE rule 11 covers every device body (issue 7 A5): a record carrying an image (a
+    JPEG's base64 where the order id goes) is not answered "invalid_record" beside posted ones;
+    the batch is refused 422 before anything is looked at, and the same key then uploads."""
+    assert harness.device is not None
+    jpeg = base64.b64encode(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01" + bytes(range(256)) * 4).decode()
+    records = [_record(harness, 60), _record(harness, 61, merchant_order_id=jpeg)]
+    key = "batch-with-a-photo"
+    request = signed(
+        harness, harness.device, "POST", "/v1/offline-batches", body={"records": records}, idempotency_key=key
+    )
+    assert_problem(await harness.gateway.send(request), 422, "biometric_data_not_accepted")
+    async with harness.services.db.transaction() as session:
+        mine = select(OfflineRecord.id).where(OfflineRecord.device_id == harness.device.device_id)
+        stored = (await session.execute(mine)).scalars().all()
+    assert stored == [] and await idempotency_rows(harness, key) == 0
+    assert await harness.debits() == []
+    async with harness.client() as client:
+        again = await _upload(client, [_record(harness, 60)], key=key)
+    assert again.status_code == 200 and again.json()["results"][0]["status"] == "posted"
 
 
 async def test_a_bank_funded_card_is_held_not_posted_to_the_ecard(harness: Harness) -> None:
