@@ -45,6 +45,7 @@ from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.resolver import Resolver
 from gateway.payments.router import RoutingService
 from gateway.payments.service import PaymentService
+from gateway.protection.auditlog import AuditLog
 from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
 from gateway.services import Services
@@ -121,10 +122,12 @@ def create_app(
                     f"{settings.env.value} environment refuses stored settings: " + "; ".join(violations)
                 )
             if run_workers:
+                await services.audit.start()
                 await services.recovery.start()
             yield
         finally:
             await services.recovery.stop()
+            await services.audit.stop()  # after recovery: it seals what recovery wrote last
             await services.outbound.aclose()
             if services.redis_link is not None:
                 await services.redis_link.aclose()
@@ -307,6 +310,13 @@ async def build_services(
             interval=settings.recovery_interval_seconds,
         ),
         attention=AttentionQueue(db, clock),
+        audit=AuditLog(
+            db,
+            keyring,
+            clock=clock,
+            interval=settings.audit_seal_interval_seconds,
+            seal_deadline=settings.audit_seal_deadline_seconds,
+        ),
         clock=clock,
     )
 

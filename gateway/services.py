@@ -21,6 +21,7 @@ from gateway.payments.attention import AttentionQueue
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.router import RoutingService
 from gateway.payments.service import PaymentService
+from gateway.protection.auditlog import AuditLog
 from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
 from gateway.settings import Settings
@@ -57,6 +58,7 @@ class Services:
     routing: RoutingService
     recovery: RecoveryWorker
     attention: AttentionQueue
+    audit: AuditLog  # reading, verifying and sealing the audit chains (decision 0021)
     clock: Callable[[], datetime]
 
     @property

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     # gateway's requests past the recovery deadline) is tried again (docs/operations.md).
     refusal_retry_seconds: float = Field(default=300.0, gt=0)
     provider_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The audit sealer chains new entries every audit_seal_interval_seconds; verify reports an
+    # entry still unsealed audit_seal_deadline_seconds after it was written as a break
+    # (decision 0021, docs/operations.md "The audit chain").
+    audit_seal_interval_seconds: float = Field(default=0.5, gt=0, le=5)
+    audit_seal_deadline_seconds: float = Field(default=10.0, gt=0)
     # Requests per device, in the `limits` notation ("600/minute"); "off" turns limiting off.
     # Shared across processes through Redis when redis_url is set (docs/operations.md).
     device_rate_limit: str | None = "600/minute"
@@ -84,6 +89,13 @@ class Settings(BaseSettings):
         # worker must still have time to *query* it before the deadline forces a reversal.
         if self.recovery_deadline_seconds <= self.sync_budget_seconds + 2:
             raise ValueError("recovery_deadline_seconds must exceed sync_budget_seconds + 2")
+        return self
+
+    @model_validator(mode="after")
+    def _seal_deadline_after_passes(self) -> Settings:
+        # a deadline shorter than a few sealer passes would report a healthy sealer as a break
+        if self.audit_seal_deadline_seconds < 4 * self.audit_seal_interval_seconds:
+            raise ValueError("audit_seal_deadline_seconds must be at least 4 x audit_seal_interval_seconds")
         return self
 
     @field_validator("public_base_url")

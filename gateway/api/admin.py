@@ -28,7 +28,6 @@ from gateway.api.schemas import (
     StudentOut,
 )
 from gateway.errors import BadGateway, NotFound, Unprocessable
-from gateway.protection.auditlog import read_entries, verify_school
 
 __all__ = ["router"]
 
@@ -229,11 +228,25 @@ async def audit_log(
     after_seq: int = Query(0, ge=0),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
+    """Sealed entries after ``after_seq``, then the newest ones not sealed yet (``seq`` null)."""
     admin.require_school(school_id)
-    return {"data": await read_entries(services.db, school_id, after_seq, limit)}
+    return {"data": await services.audit.read(school_id, after_seq, limit)}
 
 
 @router.get("/v1/schools/{school_id}/audit/verify", responses=_PROBLEMS)
-async def audit_verify(school_id: str, admin: AdminDep, services: ServicesDep) -> dict[str, Any]:
+async def audit_verify(
+    school_id: str,
+    admin: AdminDep,
+    services: ServicesDep,
+    head_seq: int | None = Query(None, ge=0, description="`head.seq` of a verify result kept earlier"),
+    head_hash: str | None = Query(
+        None, pattern="^[0-9a-f]{64}$", description="`head.hash` of the same result"
+    ),
+) -> dict[str, Any]:
+    """Walks the chain; with a head kept from an earlier answer, also checks that the chain
+    still holds it (a deleted tail shows even if the head row was put back)."""
     admin.require_school(school_id)
-    return await verify_school(services.db, services.keyring, school_id)
+    if (head_seq is None) != (head_hash is None):
+        raise Unprocessable("validation_error", "head_seq and head_hash go together")
+    known = (head_seq, head_hash) if head_seq is not None and head_hash is not None else None
+    return await services.audit.verify(school_id, known)

@@ -338,30 +338,49 @@ class IdempotencyRecord(Base):
 
 
 class AuditHead(Base):
-    """The newest entry of each school's chain; locked while appending so the chain never forks."""
+    """The newest sealed entry of each chain, written only by the sealer (decision 0021).
+
+    ``mac`` is ``HMAC(audit key, chain, seq, hash)``: someone who deletes the newest entries
+    cannot set the head back to match. NULL only on heads no sealer has written since
+    migration 0009."""
 
     __tablename__ = "audit_heads"
     chain: Mapped[str] = mapped_column(String(40), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class AuditEntry(Base):
+    """One audit entry. ``append`` inserts it unsealed (``seq``, ``prev_hash`` and ``hash``
+    NULL, ``mac`` over its content); the sealer chains it in ``id`` order (decision 0021)."""
+
     __tablename__ = "audit_log"
-    __table_args__ = (UniqueConstraint("chain", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("chain", "seq"),
+        # what the sealer looks for; holds only the entries of the last second or so
+        Index(
+            "ix_audit_log_unsealed",
+            "chain",
+            "id",
+            sqlite_where=text("seq IS NULL"),
+            postgresql_where=text("seq IS NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     chain: Mapped[str] = mapped_column(String(40))
-    seq: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
     at: Mapped[datetime] = mapped_column()
     actor: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(80))
     object_type: Mapped[str] = mapped_column(String(40))
     object_id: Mapped[str] = mapped_column(String(40))
     data: Mapped[dict[str, Any]] = mapped_column()
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    mac: Mapped[str | None] = mapped_column(String(64), default=None)  # NULL before migration 0009
 
 
 class OutboxEvent(Base):

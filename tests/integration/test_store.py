@@ -1,5 +1,5 @@
-"""Storage: migrations match the models and carry existing data; the audit chain exposes edits;
-Redis nonces."""
+"""Storage: migrations match the models and carry existing data; the audit chain exposes edits
+and a cut tail; Redis nonces."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import delete, select, update
 
 from gateway.store.db import Database, alembic_config, run_migrations
-from gateway.store.models import AuditEntry, Base, CardLoss, UTCDateTime
+from gateway.store.models import AuditEntry, AuditHead, Base, CardLoss, UTCDateTime
 from gateway.store.payments import PaymentRepository
 from tests.harness import Harness, start_harness
 from tests.signing_helpers import signed
@@ -41,12 +42,15 @@ async def _pay_a_few(h: Harness) -> None:
     async with h.client() as client:
         for amount in (100, 200, 300):
             await client.create_payment(**h.payment(amount=amount))
+    await h.services.audit.seal()  # the sealer runs every 0.5 s; the tests below edit by seq
 
 
-async def _verify(h: Harness) -> dict[str, object]:
-    r = await h.admin("GET", f"/v1/schools/{h.school_id}/audit/verify")
-    assert r.status_code == 200
-    return dict(r.json())
+async def _verify(h: Harness, **params: Any) -> dict[str, object]:
+    r = await h.admin("GET", f"/v1/schools/{h.school_id}/audit/verify?{urlencode(params)}")
+    assert r.status_code == 200, r.text
+    body = dict(r.json())
+    assert set(body) == {"intact", "first_break", "head", "unsealed"}
+    return {"intact": body["intact"], "first_break": body["first_break"]}
 
 
 async def test_audit_chain_is_intact_then_finds_the_first_edit(harness: Harness) -> None:
@@ -79,6 +83,55 @@ async def test_audit_chain_finds_a_deleted_entry(harness: Harness) -> None:
             delete(AuditEntry).where(AuditEntry.chain == harness.school_id, AuditEntry.seq == 3)
         )
     assert await _verify(harness) == {"intact": False, "first_break": {"seq": 3, "reason": "entry deleted"}}
+
+
+async def test_audit_verify_publishes_the_head_and_checks_one_kept_earlier(harness: Harness) -> None:
+    """The head of each answer, kept outside the database, shows a cut tail later even when
+    the head row was put back as it was (decision 0021)."""
+    h = harness
+    await _pay_a_few(h)
+    path = f"/v1/schools/{h.school_id}/audit/verify"
+    head = (await h.admin("GET", path)).json()["head"]
+    entries = (await h.admin("GET", f"/v1/schools/{h.school_id}/audit?limit=1000")).json()["data"]
+    assert head == {"seq": entries[-1]["seq"], "hash": entries[-1]["hash"]}
+    async with h.services.db.transaction() as session:
+        kept = (await session.execute(select(AuditHead).where(AuditHead.chain == h.school_id))).scalar_one()
+        kept_row = {"seq": kept.seq, "hash": kept.hash, "mac": kept.mac}
+    await _pay_a_few(h)
+    later = (await h.admin("GET", path)).json()["head"]
+    assert later["seq"] > head["seq"]
+    assert await _verify(h, head_seq=head["seq"], head_hash=head["hash"]) == {
+        "intact": True,
+        "first_break": None,
+    }
+
+    async with h.services.db.transaction() as session:  # cut the tail, put the old head row back
+        await session.execute(
+            delete(AuditEntry).where(AuditEntry.chain == h.school_id, AuditEntry.seq > head["seq"])
+        )
+        await session.execute(update(AuditHead).where(AuditHead.chain == h.school_id).values(**kept_row))
+    assert await _verify(h) == {"intact": True, "first_break": None}
+    assert await _verify(h, head_seq=later["seq"], head_hash=later["hash"]) == {
+        "intact": False,
+        "first_break": {"seq": head["seq"] + 1, "reason": "newest entries deleted"},
+    }
+    r = await h.admin("GET", f"{path}?head_seq=3")
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+
+
+async def test_audit_log_shows_an_entry_before_it_is_sealed(tmp_path: Path) -> None:
+    async with start_harness(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", data_dir=tmp_path, run_workers=False
+    ) as h:
+        entries = (await h.admin("GET", f"/v1/schools/{h.school_id}/audit?limit=1000")).json()["data"]
+        assert entries and all(e["seq"] is None and e["hash"] is None for e in entries)
+        assert entries[0]["action"] == "school.created"
+        verify = (await h.admin("GET", f"/v1/schools/{h.school_id}/audit/verify")).json()
+        assert verify["unsealed"] == len(entries) and verify["head"]["seq"] == 0 and verify["intact"]
+        await h.services.audit.seal()
+        sealed = (await h.admin("GET", f"/v1/schools/{h.school_id}/audit?limit=1000")).json()["data"]
+        assert [e["seq"] for e in sealed] == list(range(1, len(entries) + 1))
+        assert [e["action"] for e in sealed] == [e["action"] for e in entries]
 
 
 @pytest.mark.redis
