@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from adapters.registry import default_registry
 from gateway import __version__
 from gateway.api import admin, consent, health, notify, offline, payments, recovery, routing
-from gateway.api.openapi_extras import add_device_headers
+from gateway.api.malformed import MalformedBodyMiddleware, reject_malformed_parameters
+from gateway.api.openapi_extras import add_device_headers, add_malformed_answers
 from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
 from gateway.auth.devices import DeviceAuthenticator
 from gateway.auth.nonces import NonceStore, RedisNonceStore, SqlNonceStore
@@ -138,6 +139,8 @@ def create_app(
         version=__version__,
         description=describe(settings.idempotency_retention_hours),
         lifespan=lifespan,
+        # a NUL in a path or query parameter: 400 malformed_body before anything reads it
+        dependencies=[Depends(reject_malformed_parameters)],
     )
     install_handlers(app)
     app.include_router(payments.router)
@@ -173,10 +176,12 @@ def create_app(
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
             add_device_headers(schema)
+            add_malformed_answers(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
+    app.add_middleware(MalformedBodyMiddleware)  # inside the body limit: reads bounded bodies only
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_body_bytes,

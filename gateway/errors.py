@@ -1,7 +1,8 @@
 """Errors as types carrying their HTTP status and stable ``code``, rendered as RFC 9457 problems.
 
     ProblemError (status, code)            base; every API error is one of these
-    ├── BadRequest          400            idempotency_key_missing, idempotency_key_invalid
+    ├── BadRequest          400            idempotency_key_missing, idempotency_key_invalid,
+    │                                      malformed_body (written by gateway.api.malformed)
     ├── Unauthorized        401            signature_*, digest_*, nonce_reused, nonce_unverifiable, key_*,
     │                                      device_revoked, token_invalid
     ├── Forbidden           403            forbidden
@@ -49,6 +50,10 @@ __all__ = [
 CODES: dict[str, tuple[int, str]] = {
     "idempotency_key_missing": (400, "Idempotency-Key header is required"),
     "idempotency_key_invalid": (400, "Idempotency-Key must be 1-255 visible ASCII characters"),
+    "malformed_body": (
+        400,
+        "The request cannot be read: not UTF-8, not JSON, nested deeper than 32, or a NUL character",
+    ),
     "signature_missing": (401, "Request is not signed"),
     "signature_invalid": (401, "Signature does not verify"),
     "signature_malformed": (401, "Signature headers are malformed"),

@@ -1,13 +1,14 @@
 """What FastAPI cannot infer for the OpenAPI document: the headers the device routes read by
-hand (``Idempotency-Key``) and the answers every device operation may give (429 with
-``Retry-After``; replays). Device operations are the ones FastAPI marked with the
-``deviceSignature`` security scheme (gateway.api.deps)."""
+hand (``Idempotency-Key``), the answers every device operation may give (429 with
+``Retry-After``; replays), and the 400 any operation gives a request it cannot read. Device
+operations are the ones FastAPI marked with the ``deviceSignature`` security scheme
+(gateway.api.deps)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["add_device_headers"]
+__all__ = ["add_device_headers", "add_malformed_answers"]
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -53,3 +54,22 @@ def add_device_headers(schema: dict[str, Any]) -> None:
             for status, answer in responses.items():
                 if str(status).startswith("2"):
                     answer.setdefault("headers", {})["Idempotent-Replayed"] = REPLAYED
+
+
+MALFORMED = (
+    "`malformed_body`: the request cannot be read: a body that is not UTF-8 or not JSON, JSON "
+    "nested deeper than 32 levels, or a NUL character in the body, a query or a path parameter "
+    "(a lone UTF-16 surrogate counts as not UTF-8). Nothing was done or stored."
+)
+IDEMPOTENCY_KEY_PROBLEMS = " Also `idempotency_key_missing`, `idempotency_key_invalid` (`Idempotency-Key`)."
+
+
+def add_malformed_answers(schema: dict[str, Any]) -> None:
+    """Every operation may answer 400 ``malformed_body``; device POSTs also 400 for their key."""
+    for operations in schema.get("paths", {}).values():
+        for method, operation in operations.items():
+            device_post = method == "post" and any(
+                "deviceSignature" in s for s in operation.get("security", [])
+            )
+            description = MALFORMED + (IDEMPOTENCY_KEY_PROBLEMS if device_post else "")
+            operation.setdefault("responses", {})["400"] = {"description": description, "content": PROBLEM}

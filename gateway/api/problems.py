@@ -51,7 +51,10 @@ def validation_problem(errors: Sequence[Mapping[str, Any]], request_id: str | No
         for e in errors
     ]
     detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in cleaned)[:500]
-    return problem_response("validation_error", detail, request_id, errors=cleaned)
+    # A body that is not JSON at all cannot be validated: 400, like the other unreadable requests
+    # (CONTRACT.md "Malformed requests"; the rest are refused by gateway.api.malformed).
+    code = "malformed_body" if any(e["type"] == "json_invalid" for e in cleaned) else "validation_error"
+    return problem_response(code, detail, request_id, errors=cleaned)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -65,7 +68,13 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code)
+        # 400: FastAPI could not read the body (gateway.api.malformed refuses such bodies first)
+        code = {
+            400: "malformed_body",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }.get(exc.status_code)
         if code is None:
             code = "validation_error" if exc.status_code == 422 else "internal_error"
         headers = dict(exc.headers or {})

@@ -25,7 +25,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, hide_parameters=True)  # as gateway.store.db: no data in logs
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run)
