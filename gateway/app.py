@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 
 from adapters.registry import default_registry
 from gateway import __version__
-from gateway.api import admin, consent, health, notify, offline, payments, recovery, routing
+from gateway.api import admin, consent, health, notify, offline, payments, recovery, routing, webhooks
 from gateway.api.malformed import MalformedBodyMiddleware, reject_malformed_parameters
 from gateway.api.openapi_extras import add_device_headers, add_malformed_answers
 from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
@@ -57,6 +57,7 @@ from gateway.store.redis import RedisLink, connect
 from gateway.tenancy.funding import FundingService
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
+from gateway.webhooks.endpoints import WebhookEndpoints
 
 __all__ = ["StartupRefused", "build_services", "create_app", "describe", "load_keyring"]
 
@@ -150,6 +151,7 @@ def create_app(
     app.include_router(consent.router)
     app.include_router(notify.router)
     app.include_router(offline.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
 
     @app.middleware("http")
@@ -322,6 +324,7 @@ async def build_services(
             interval=settings.audit_seal_interval_seconds,
             seal_deadline=settings.audit_seal_deadline_seconds,
         ),
+        webhook_endpoints=WebhookEndpoints(db, keyring, outbound, settings.env, clock),
         clock=clock,
     )
 

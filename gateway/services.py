@@ -30,6 +30,7 @@ from gateway.store.redis import RedisLink
 from gateway.tenancy.funding import FundingService
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
+from gateway.webhooks.endpoints import WebhookEndpoints
 
 __all__ = ["Services"]
 
@@ -59,6 +60,7 @@ class Services:
     recovery: RecoveryWorker
     attention: AttentionQueue
     audit: AuditLog  # reading, verifying and sealing the audit chains (decision 0021)
+    webhook_endpoints: WebhookEndpoints
     clock: Callable[[], datetime]
 
     @property

@@ -33,6 +33,7 @@ __all__ = [
     "RefundCreate",
     "RefundOut",
     "RefusalOut",
+    "RotateSecretIn",
     "RoutingOut",
     "RoutingReasonOut",
     "RoutingValidationOut",
@@ -43,6 +44,11 @@ __all__ = [
     "StoreOut",
     "StudentIn",
     "StudentOut",
+    "WebhookEndpointCreated",
+    "WebhookEndpointIn",
+    "WebhookEndpointOut",
+    "WebhookEndpointPage",
+    "WebhookEndpointPatch",
 ]
 
 
@@ -460,3 +466,73 @@ class DryRunOut(BaseModel):
     funding: str | None
     version: int
     would_fail_with: str | None
+
+
+_EVENT_TYPES_DOC = (
+    "Event types this endpoint receives (docs/webhooks.md lists them); null or absent: every type"
+)
+
+
+class WebhookEndpointIn(Strict):
+    url: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=2048,
+            description="Where events are POSTed. Production: https only, and a public address (a "
+            "private one only inside the school's network allow-list).",
+        ),
+    ]
+    event_types: Annotated[
+        list[Annotated[str, Field(max_length=60)]] | None, Field(max_length=50, description=_EVENT_TYPES_DOC)
+    ] = None
+    description: Annotated[str, Field(max_length=500)] = ""
+
+
+class WebhookEndpointPatch(Strict):
+    url: Annotated[str | None, Field(min_length=1, max_length=2048)] = None
+    event_types: Annotated[
+        list[Annotated[str, Field(max_length=60)]] | None, Field(max_length=50, description=_EVENT_TYPES_DOC)
+    ] = None
+    description: Annotated[str | None, Field(max_length=500)] = None
+    status: Annotated[
+        Literal["enabled", "disabled"] | None,
+        Field(description="`disabled` stops deliveries (they wait); `enabled` resumes them"),
+    ] = None
+
+
+class RotateSecretIn(Strict):
+    overlap_seconds: Annotated[
+        StrictInt,
+        Field(
+            ge=0,
+            le=604800,
+            description="How long the previous secret keeps signing beside the new one (both "
+            "signatures are sent, space-separated); 0 retires it at once",
+        ),
+    ] = 86400
+
+
+class WebhookEndpointOut(BaseModel):
+    id: str
+    url: str
+    description: str
+    event_types: list[str] | None
+    status: Literal["enabled", "disabled"]
+    disabled_reason: str | None = Field(
+        description="`disabled_by_admin`, or `failing` (every delivery failed for 5 days)"
+    )
+    previous_secret_expires_at: datetime | None = Field(
+        description="While a rotation's overlap lasts: when the previous secret stops signing"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointCreated(WebhookEndpointOut):
+    secret: str = Field(description="`whsec_…`: shown once, here; keep it to verify signatures")
+
+
+class WebhookEndpointPage(BaseModel):
+    data: list[WebhookEndpointOut]
+    next_cursor: str | None

@@ -59,6 +59,9 @@ __all__ = [
     "School",
     "Store",
     "Student",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "new_id",
     "utcnow",
 ]
@@ -384,16 +387,91 @@ class AuditEntry(Base):
 
 
 class OutboxEvent(Base):
+    """An event, written in the transaction of the change it describes. The relay (one at a
+    time) gives it its per-school ``sequence`` after commit and fans it out to the school's
+    endpoints as ``webhook_deliveries`` rows; ``sequence IS NULL`` means not relayed yet."""
+
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),
+        Index("ix_outbox_school_sequence", "school_id", "sequence", unique=True),
+        Index(
+            "ix_outbox_unsequenced",
+            "created_at",
+            sqlite_where=text("sequence IS NULL"),
+            postgresql_where=text("sequence IS NULL"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # also the webhook-id
     school_id: Mapped[str] = mapped_column(String(40), index=True)
     event_type: Mapped[str] = mapped_column(String(60))
     payload: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)  # unused since 0010
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # unused since 0010
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)  # unused since 0010
+    sequence: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    relayed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookEndpoint(Base):
+    """A school system's URL that receives events (Standard Webhooks). Secrets are encrypted
+    with the keyring; during a rotation's overlap the previous secret signs as well."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    event_types: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # None: every type
+    status: Mapped[str] = mapped_column(String(10), default="enabled")  # enabled | disabled
+    disabled_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    secret_enc: Mapped[str] = mapped_column(Text)
+    previous_secret_enc: Mapped[str | None] = mapped_column(Text, default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    failing_since: Mapped[datetime | None] = mapped_column(default=None)  # first failure since a success
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint. ``next_attempt_at`` is both the retry schedule and the
+    lease: a worker takes a due row by moving it forward past the attempt's longest run."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    school_id: Mapped[str] = mapped_column(String(40), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("outbox.id"), index=True)
+    state: Mapped[str] = mapped_column(String(10), default="pending")  # pending | succeeded | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookAttempt(Base):
+    """Every attempt of a delivery: what the endpoint answered (at most 1 KiB kept)."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(String(40), index=True)
+    event_id: Mapped[str] = mapped_column(String(40), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(String(200), default=None)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text, default=None)
+    at: Mapped[datetime] = mapped_column()
 
 
 class Guardian(Base):

@@ -26,6 +26,11 @@ EVENT_TYPES = frozenset(
         "consent.withdrawn",
         "enrollment.deleted",
         "limit.exceeded",
+        "guardian.notification",
+        "webhook_endpoint.disabled",
+        "reconciliation.completed",
+        "reconciliation.exceptions_found",
+        "alert.enrolled_faces",
     }
 )
 

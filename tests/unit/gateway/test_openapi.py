@@ -40,6 +40,12 @@ def test_contract_paths_exist() -> None:
         ("/v1/schools/{school_id}/devices/{device_id}", "delete"),
         ("/v1/schools/{school_id}/providers/{adapter}", "put"),
         ("/v1/schools/{school_id}/providers/{adapter}/check", "post"),
+        ("/v1/schools/{school_id}/webhook-endpoints", "post"),
+        ("/v1/schools/{school_id}/webhook-endpoints", "get"),
+        ("/v1/schools/{school_id}/webhook-endpoints/{endpoint_id}", "get"),
+        ("/v1/schools/{school_id}/webhook-endpoints/{endpoint_id}", "patch"),
+        ("/v1/schools/{school_id}/webhook-endpoints/{endpoint_id}", "delete"),
+        ("/v1/schools/{school_id}/webhook-endpoints/{endpoint_id}/rotate-secret", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
     ]:
