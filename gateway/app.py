@@ -19,7 +19,7 @@ from adapters.registry import default_registry
 from gateway import __version__
 from gateway.api import admin, consent, health, notify, offline, payments, recovery, routing, webhooks
 from gateway.api.malformed import MalformedBodyMiddleware, reject_malformed_parameters
-from gateway.api.openapi_extras import add_device_headers, add_malformed_answers
+from gateway.api.openapi_extras import add_device_headers, add_malformed_answers, document_problems
 from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
 from gateway.auth.devices import DeviceAuthenticator
 from gateway.auth.nonces import NonceStore, RedisNonceStore, SqlNonceStore
@@ -179,6 +179,7 @@ def create_app(
                 components[model.__name__] = model_schema
             add_device_headers(schema)
             add_malformed_answers(schema)
+            document_problems(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

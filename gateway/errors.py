@@ -10,7 +10,8 @@
     ├── MethodNotAllowed    405            method_not_allowed
     ├── RequestTimeout      408            request_timeout (written by the HTTP server, gateway/server.py)
     ├── Conflict            409            duplicate_order, idempotency_key_in_use, cancel_window_closed,
-    │                                      not_cancelable, not_refundable, refund_exceeds_amount, ...
+    │                                      not_cancelable, not_refundable, refund_exceeds_amount,
+    │                                      provider_refused, ...
     ├── PayloadTooLarge     413            payload_too_large
     ├── Unprocessable       422            validation_error, idempotency_key_reused,
     │                                      biometric_data_not_accepted, routing_invalid,
@@ -82,6 +83,7 @@ CODES: dict[str, tuple[int, str]] = {
     "key_limit_reached": (409, "A device has at most two active keys"),
     "last_active_key": (409, "A device's last active key cannot be retired; revoke the device instead"),
     "already_exists": (409, "Already exists"),
+    "provider_refused": (409, "The provider refused the change; detail gives its reason"),
     "request_timeout": (408, "The request was not received in time"),
     "payload_too_large": (413, "Request body is too large"),
     "validation_error": (422, "Request is not valid"),

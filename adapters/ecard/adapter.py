@@ -292,7 +292,7 @@ class EcardAdapter(BaseAdapter):
             raise EcardRefused(code, message)
         refusal = request_refusal(status, code)
         if result == "ERROR" and code and refusal is not None and refusal[1]:
-            raise EcardRefused(code, message)  # signed: our request was refused, nothing applied
+            raise EcardRefused(code, message, of_request=True)  # signed: nothing applied
         raise EcardUnverified(code or f"HTTP_{status}", message)
 
     async def report_lost(self, card_no: str) -> CardStatusChange:

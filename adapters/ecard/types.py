@@ -45,12 +45,15 @@ class EcardUnverified(AdapterError):
 
 
 class EcardRefused(AdapterError):
-    """A verified refusal (``FAIL`` with its ``code``, or a signed 401/422): nothing changed."""
+    """A verified refusal (``FAIL`` with its ``code``, or a signed 401/422): nothing changed.
+    ``of_request`` tells the second kind: the gateway's request was refused (its credentials,
+    its clock), not the operation on the card."""
 
-    def __init__(self, code: str, message: str = "") -> None:
+    def __init__(self, code: str, message: str = "", *, of_request: bool = False) -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
+        self.of_request = of_request
 
 
 class EcardRequestInvalid(AdapterError):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from gateway.api.deps import AdminDep, ServicesDep
 from gateway.api.schemas import (
+    BIGINT_MAX,
     CardIn,
     CardOut,
     DeviceIn,
@@ -225,7 +226,7 @@ async def audit_log(
     school_id: str,
     admin: AdminDep,
     services: ServicesDep,
-    after_seq: int = Query(0, ge=0),
+    after_seq: int = Query(0, ge=0, le=BIGINT_MAX),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Sealed entries after ``after_seq``, then the newest ones not sealed yet (``seq`` null)."""
@@ -238,7 +239,9 @@ async def audit_verify(
     school_id: str,
     admin: AdminDep,
     services: ServicesDep,
-    head_seq: int | None = Query(None, ge=0, description="`head.seq` of a verify result kept earlier"),
+    head_seq: int | None = Query(
+        None, ge=0, le=BIGINT_MAX, description="`head.seq` of a verify result kept earlier"
+    ),
     head_hash: str | None = Query(
         None, pattern="^[0-9a-f]{64}$", description="`head.hash` of the same result"
     ),

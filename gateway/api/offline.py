@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from gateway.api.deps import AdminDep, DeviceDep, ServicesDep
 from gateway.api.idempotent import run_idempotent
 from gateway.api.problems import validation_problem
-from gateway.api.schemas import CardOut, Problem
+from gateway.api.schemas import BIGINT_MAX, CardOut, Problem
 from gateway.idempotency.service import Claim
 from gateway.offline.service import MAX_RECORDS, OfflineInput
 
@@ -120,7 +120,7 @@ async def upload_batch(request: Request, caller: DeviceDep, services: ServicesDe
 
 @router.get("/v1/cards/blacklist", responses=_PROBLEMS, summary="Card status changes since a version")
 async def blacklist(
-    caller: DeviceDep, services: ServicesDep, since_version: int = Query(0, ge=0)
+    caller: DeviceDep, services: ServicesDep, since_version: int = Query(0, ge=0, le=BIGINT_MAX)
 ) -> dict[str, Any]:
     return await services.cards.blacklist(caller.school_id, since_version)
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import ProblemError, problem_body
@@ -78,6 +79,8 @@ def install_handlers(app: FastAPI) -> None:
         if code is None:
             code = "validation_error" if exc.status_code == 422 else "internal_error"
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         return problem_response(code, None, _request_id(request), headers=headers or None)
 
     @app.exception_handler(Exception)
@@ -88,6 +91,23 @@ def install_handlers(app: FastAPI) -> None:
         request_id = _request_id(request) or "req_" + secrets.token_hex(12)
         headers = {"Date": formatdate(_gateway_now(request.scope), usegmt=True), "X-Request-Id": request_id}
         return problem_response("internal_error", None, request_id, headers=headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path answers. Starlette names only those of the first route whose path
+    matched, and each method of a path is a route of its own here (GET and POST on
+    /v1/payments), so its Allow left the others out (RFC 9110 15.5.6: the target's methods).
+    Asked of the router itself, method by method: included routers are not a flat list."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed)
 
 
 def _gateway_now(scope: Scope) -> float:

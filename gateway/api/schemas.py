@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 __all__ = [
+    "BIGINT_MAX",
     "CardBinsIn",
     "CardBinsOut",
     "CardCredentialIn",
@@ -50,6 +51,11 @@ __all__ = [
     "WebhookEndpointPage",
     "WebhookEndpointPatch",
 ]
+
+
+# The largest integer the databases store (SQLite INTEGER, PostgreSQL BIGINT): a query number
+# compared with a stored one must be at most this, or the driver raises (a 500) instead of a 422.
+BIGINT_MAX = 2**63 - 1
 
 
 class Strict(BaseModel):

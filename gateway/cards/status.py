@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from adapters.ecard.types import EcardRefused
 from gateway.cards import losses
-from gateway.errors import BadGateway, NotFound, Unprocessable
+from gateway.errors import BadGateway, Conflict, NotFound, Unprocessable
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
 from gateway.store.db import Database
@@ -150,6 +151,15 @@ class CardStatusService:
             adapter = await self._adapter(school_id, card.funding_adapter)
             try:
                 await adapter.report_lost(card_no)
+            except EcardRefused as exc:
+                _refused(
+                    exc, "the card is blocked at the gateway, but the e-card system refused the loss report"
+                )
+                raise BadGateway(
+                    "provider_check_failed",
+                    "the card is blocked at the gateway, but the e-card system refused our request "
+                    f"({exc.code}); send it again once that is fixed",
+                ) from exc
             except Exception as exc:
                 raise BadGateway(
                     "provider_check_failed",
@@ -166,6 +176,9 @@ class CardStatusService:
             adapter = await self._adapter(school_id, card.funding_adapter)
             try:
                 await adapter.cancel_loss(card_no)
+            except EcardRefused as exc:
+                _refused(exc, "the card stays blocked: the e-card system refused to cancel the loss")
+                raise BadGateway("provider_check_failed", f"e-card cancel loss: {exc.code}") from exc
             except Exception as exc:
                 why = f"e-card cancel loss: {type(exc).__name__}; the card stays blocked"
                 raise BadGateway("provider_check_failed", why) from exc
@@ -187,6 +200,9 @@ class CardStatusService:
         adapter = await self._adapter(school_id, old.funding_adapter)
         try:
             await adapter.replace_card(old_card_no, new_card_no)
+        except EcardRefused as exc:
+            _refused(exc, "the e-card system refused the replacement")
+            raise BadGateway("provider_check_failed", f"e-card replacement: {exc.code}") from exc
         except Exception as exc:
             raise BadGateway("provider_check_failed", f"e-card replacement: {type(exc).__name__}") from exc
         new_hash = card_fingerprint(self.keyring, school_id, new_card_no)
@@ -270,3 +286,14 @@ class CardStatusService:
                 await self.sync(school_id)
             except Exception as exc:
                 log.warning("blacklist sync for %s failed: %s", school_id, exc)
+
+
+def _refused(exc: EcardRefused, what: str) -> None:
+    """A verified refusal of the card operation itself (the new number is already a card, the
+    card was replaced, is frozen, is unknown there) is the answer, with the provider's reason:
+    409, not 502. Sending it again changes nothing; a 502 said it might. A refusal of the
+    gateway's own request (its credentials, its clock) returns, for the caller's 502."""
+    if exc.of_request:
+        return
+    reason = f"{exc.code} ({exc.message})" if exc.message else exc.code
+    raise Conflict("provider_refused", f"{what}: {reason}") from exc

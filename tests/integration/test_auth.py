@@ -400,6 +400,41 @@ async def test_routing_errors_are_problems(harness: Harness) -> None:
     assert_problem(await harness.gateway.delete("/healthz"), 405, "method_not_allowed")
 
 
+async def test_query_numbers_beyond_the_databases_range_are_refused(harness: Harness) -> None:
+    """A number past 2^63-1 reached the driver (500, OverflowError on SQLite, a range error on
+    PostgreSQL); found by schemathesis on ``after_seq``. Now the largest stored number passes and
+    one more is a 422."""
+    largest, beyond = 2**63 - 1, 2**63
+    audit = f"/v1/schools/{harness.school_id}/audit"
+    r = await harness.admin("GET", f"{audit}?after_seq={largest}")
+    assert r.status_code == 200, r.text
+    assert all(entry["seq"] is None for entry in r.json()["data"])  # none sealed after it
+    assert_problem(await harness.admin("GET", f"{audit}?after_seq={beyond}"), 422, "validation_error")
+    head = "0" * 64
+    r = await harness.admin("GET", f"{audit}/verify?head_seq={largest}&head_hash={head}")
+    assert r.status_code == 200, r.text
+    r = await harness.admin("GET", f"{audit}/verify?head_seq={beyond}&head_hash={head}")
+    assert_problem(r, 422, "validation_error")
+    assert harness.device is not None
+    for since, status in ((largest, 200), (beyond, 422)):
+        request = signed(harness, harness.device, "GET", f"/v1/cards/blacklist?since_version={since}")
+        r = await harness.gateway.send(request)
+        assert r.status_code == status, r.text
+
+
+async def test_method_not_allowed_names_every_method_of_the_path(harness: Harness) -> None:
+    """Each method of a path is a route of its own; Allow named only the first route's (found by
+    schemathesis' allow_header_conformance: `Allow: POST` on /v1/payments, which has GET too)."""
+    response = await harness.gateway.delete("/v1/payments")
+    assert_problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, POST"
+    response = await harness.admin("PATCH", f"/v1/schools/{harness.school_id}/routing")
+    assert_problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "DELETE, GET, PUT"
+    response = await harness.gateway.post("/healthz")
+    assert response.headers["allow"] == "GET"
+
+
 # A body that is not JSON at all is 400 malformed_body: tests/integration/test_malformed_requests.py
 INVALID_BODIES: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "not-an-object": lambda b: b"[1, 2, 3]",

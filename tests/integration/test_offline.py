@@ -124,6 +124,22 @@ async def test_a_replacement_card_takes_over_the_account(harness: Harness) -> No
     assert old.body["failure_code"] == "card_reported_lost"
 
 
+async def test_a_replacement_the_e_card_system_refuses_is_a_409_with_its_reason(harness: Harness) -> None:
+    """Found by schemathesis: a verified refusal (the new number is already a card) was a 502
+    `provider_check_failed`, which tells the admin to send it again, to the same refusal."""
+    r = await harness.admin(
+        "POST",
+        f"/v1/schools/{harness.school_id}/cards/replace",
+        {"old_card_no": "31000001", "new_card_no": "31000002"},
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "provider_refused"
+    assert "CARD_EXISTS" in r.json()["detail"]
+    async with harness.client() as client:  # nothing changed: the old card still pays
+        paid = await client.create_payment(**harness.payment(credential={"card_no": "31000001"}, amount=300))
+    assert paid.body["status"] == "succeeded"
+
+
 async def test_batches_over_500_records_are_refused_whole(harness: Harness) -> None:
     async with harness.client() as client:
         with pytest.raises(CampusPayError) as err:

@@ -82,3 +82,24 @@ def test_notify_documents_its_answers_as_problems() -> None:
         assert set(content) == {"application/problem+json"}, status
         assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
     assert "notification_rejected" in op["responses"]["422"]["description"]
+
+
+def test_every_error_is_documented_as_the_problem_it_is() -> None:
+    """Errors are sent as application/problem+json; FastAPI documented the Problem schema under
+    application/json and none under the real type, so no error body was ever checked."""
+    paths = json.loads(COMMITTED.read_text())["paths"]
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in paths.items():
+        for method, op in operations.items():
+            for status, answer in op["responses"].items():
+                if status[0] in "45":
+                    assert answer.get("content") == problem, (method, path, status)
+            if "requestBody" in op:
+                assert "413" in op["responses"], (method, path)
+            if (method, path) not in {("get", "/healthz"), ("get", "/metrics")}:
+                assert "503" in op["responses"], (method, path)
+
+
+def test_metrics_token_is_optional_as_it_is_in_a_sandbox_without_one() -> None:
+    op = json.loads(COMMITTED.read_text())["paths"]["/metrics"]["get"]
+    assert op["security"] == [{"metricsToken": []}, {}]
