@@ -73,14 +73,15 @@ _EMBEDDED_SIGNATURES = (
     ("gif", "R0lGODlh"),
     ("gif", "R0lGODdh"),
 )
-# data:[<media type>][;param=value]...[;base64],<data> (RFC 2397), not the tail of "metadata:"
-_DATA_URI = re.compile(
-    r"(?<![a-z0-9])data:([a-z0-9.+-]*/?[a-z0-9.+-]*)(?:;[^,;]{0,100}){0,8}?(;base64)?,", re.IGNORECASE
-)
-# three or more numbers separated by commas, semicolons or spaces, maybe in brackets
-_NUMBER_LIST = re.compile(
-    r"\s*\[?\s*-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?:\s*[,;\s]\s*-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?){2,}\s*\]?\s*"
-)
+# data:[<media type>][;param=value]...[;base64],<data> (RFC 2397), not the tail of "metadata:".
+# Only the scheme is found by pattern; the header up to its comma is read by hand (bounded), so
+# no string makes the search backtrack.
+_DATA_SCHEME = re.compile(r"(?<![a-z0-9])data:", re.IGNORECASE)
+_MAX_DATA_HEADER = 256
+# three or more numbers separated by commas, semicolons or spaces, maybe in brackets (applied to
+# strings of at most _MAX_TOKEN characters; each separator has one way to match)
+_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_NUMBER_LIST = re.compile(rf"\s*\[?\s*{_NUMBER}(?:(?:\s*[,;]\s*|\s+){_NUMBER}){{2,}}\s*\]?\s*")
 # ISO base media files (HEIF/HEIC, AVIF; also MP4/MOV, i.e. video) start with an ``ftyp`` box.
 _JPEG2000 = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _JPEG_XL = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
@@ -102,7 +103,9 @@ def image_format(data: bytes) -> str | None:
         return "tiff"
     if data.startswith((_JPEG2000, b"\xff\x4f\xff\x51")):
         return "jpeg2000"
-    if data.startswith((_JPEG_XL, b"\xff\x0a")):
+    # JPEG XL by its container box only: its bare codestream opens with two bytes (FF 0A), which
+    # one random token in 65,536 would start with
+    if data.startswith(_JPEG_XL):
         return "jpeg-xl"
     # "BM" alone is two letters of text; a BMP header also has four reserved zero bytes at 6..9
     if data[:2] == b"BM" and data[6:10] == b"\x00\x00\x00\x00":
@@ -129,12 +132,15 @@ def _image_in_text(text: str) -> str | None:
     if found:
         return found
     if ":" in text:
-        for match in _DATA_URI.finditer(text):
-            media_type = match.group(1).lower()
-            if media_type.startswith("image/"):
-                return media_type
-            if match.group(2):
-                found = image_format(_decoded_prefix(text[match.end() :]))
+        for match in _DATA_SCHEME.finditer(text):
+            comma = text.find(",", match.end(), match.end() + _MAX_DATA_HEADER)
+            if comma < 0:
+                continue
+            header = text[match.end() : comma].lower()
+            if header.startswith("image/"):
+                return header.split(";", 1)[0]
+            if header.endswith(";base64"):
+                found = image_format(_decoded_prefix(text[comma + 1 :]))
                 if found:
                     return found
     for name, signature in _EMBEDDED_SIGNATURES:
@@ -212,10 +218,10 @@ def _not_a_token(value: Any, *, digits: bool = False) -> str | None:
     if isinstance(value, list | dict) and _holds_a_number(value):
         return "a face template (numbers in a credential)"
     if isinstance(value, str) and not digits:
-        if _NUMBER_LIST.fullmatch(value):
-            return "a face template (a list of numbers)"
         if len(value) > _MAX_TOKEN:
             return f"image or template data (over {_MAX_TOKEN} characters; a face token is shorter)"
+        if _NUMBER_LIST.fullmatch(value):
+            return "a face template (a list of numbers)"
     return None
 
 
