@@ -57,6 +57,7 @@ from gateway.store.redis import RedisLink, connect
 from gateway.tenancy.funding import FundingService
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
+from gateway.webhooks.delivery import WebhookDeliverer
 from gateway.webhooks.endpoints import WebhookEndpoints
 
 __all__ = ["StartupRefused", "build_services", "create_app", "describe", "load_keyring"]
@@ -126,8 +127,11 @@ def create_app(
             if run_workers:
                 await services.audit.start()
                 await services.recovery.start()
+                await services.webhooks.start()
             yield
         finally:
+            await services.webhooks.stop()
+            await services.webhooks.outbound.aclose()
             await services.recovery.stop()
             await services.audit.stop()  # after recovery: it seals what recovery wrote last
             await services.outbound.aclose()
@@ -272,6 +276,7 @@ async def build_services(
         sync_budget=settings.sync_budget_seconds,
         recovery_deadline=settings.recovery_deadline_seconds,
     )
+    webhook_endpoints = WebhookEndpoints(db, keyring, outbound, settings.env, clock)
     return Services(
         settings=settings,
         db=db,
@@ -325,7 +330,28 @@ async def build_services(
             interval=settings.audit_seal_interval_seconds,
             seal_deadline=settings.audit_seal_deadline_seconds,
         ),
-        webhook_endpoints=WebhookEndpoints(db, keyring, outbound, settings.env, clock),
+        webhook_endpoints=webhook_endpoints,
+        webhooks=WebhookDeliverer(
+            db,
+            keyring,
+            webhook_endpoints,
+            # Deliveries always go over real sockets (tests put receivers on real ports), through
+            # the same guard as every call out; their own pools, so receivers never hold
+            # connections providers need.
+            Outbound(
+                outbound.guard,
+                NetworkConnector(
+                    names, limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
+                ),
+                timeout=settings.webhook_timeout_seconds,
+            ),
+            env=settings.env,
+            clock=clock,
+            schedule=settings.webhook_retry_delays,
+            timeout=settings.webhook_timeout_seconds,
+            interval=settings.webhook_interval_seconds,
+            disable_after=timedelta(hours=settings.webhook_disable_after_hours),
+        ),
         clock=clock,
     )
 

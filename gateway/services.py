@@ -30,6 +30,7 @@ from gateway.store.redis import RedisLink
 from gateway.tenancy.funding import FundingService
 from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
+from gateway.webhooks.delivery import WebhookDeliverer
 from gateway.webhooks.endpoints import WebhookEndpoints
 
 __all__ = ["Services"]
@@ -61,6 +62,7 @@ class Services:
     attention: AttentionQueue
     audit: AuditLog  # reading, verifying and sealing the audit chains (decision 0021)
     webhook_endpoints: WebhookEndpoints
+    webhooks: WebhookDeliverer  # the outbox relay and delivery worker (issue 9)
     clock: Callable[[], datetime]
 
     @property

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     # (decision 0021, docs/operations.md "The audit chain").
     audit_seal_interval_seconds: float = Field(default=0.5, gt=0, le=5)
     audit_seal_deadline_seconds: float = Field(default=10.0, gt=0)
+    # Outgoing webhooks (docs/webhooks.md): the delay before each retry, in seconds, comma-
+    # separated (each delay is jittered by up to 10 % either way; after the last one a delivery
+    # is given up); the default spreads over about 3.9 days. An endpoint whose deliveries have
+    # all failed for webhook_disable_after_hours is disabled.
+    webhook_retry_schedule: str = "5,30,120,600,3600,10800,21600,43200,86400,86400,86400"
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    webhook_interval_seconds: float = Field(default=0.5, gt=0, le=10)
+    webhook_disable_after_hours: float = Field(default=120.0, gt=0)
     # Requests per device, in the `limits` notation ("600/minute"); "off" turns limiting off.
     # Shared across processes through Redis when redis_url is set (docs/operations.md).
     device_rate_limit: str | None = "600/minute"
@@ -97,6 +105,21 @@ class Settings(BaseSettings):
         if self.audit_seal_deadline_seconds < 4 * self.audit_seal_interval_seconds:
             raise ValueError("audit_seal_deadline_seconds must be at least 4 x audit_seal_interval_seconds")
         return self
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        try:
+            delays = [float(part) for part in v.split(",")]
+        except ValueError:
+            raise ValueError("webhook_retry_schedule: seconds, comma-separated") from None
+        if not delays or any(d <= 0 for d in delays):
+            raise ValueError("webhook_retry_schedule: one or more delays, each above 0 s")
+        return v
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(part) for part in self.webhook_retry_schedule.split(","))
 
     @field_validator("public_base_url")
     @classmethod
