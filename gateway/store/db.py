@@ -1,14 +1,21 @@
 """Engine, sessions and migrations.
 
-SQLite (the embedded default) runs every transaction as ``BEGIN IMMEDIATE``: one writer at a
-time, taken up front, so a read-then-write transaction can never deadlock on lock upgrade and
-the audit chain and idempotency claims stay serial. PostgreSQL uses row locks instead.
+SQLite (the embedded default, decision 0020, superseding 0002): a write transaction takes the
+process's writer lock and then ``BEGIN IMMEDIATE``, so writers are serial, a read-then-write
+transaction can never deadlock on lock upgrade, and the audit chain and idempotency claims stay
+serial; a read-only transaction (``readonly=True``) begins deferred on a query-only connection
+and never queues for the write lock. Every SQLite call runs inline on the event loop's thread
+(``gateway.store.sqlite``). PostgreSQL uses row locks instead.
+
+No ``pool_pre_ping``: each transaction begins before its body runs, and a transaction whose
+connect or BEGIN meets a dead link is retried once on a fresh connection (nothing of it ran).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,28 +26,45 @@ from alembic.config import Config
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_
 
 from gateway.errors import Unavailable
 from gateway.metrics import DB_STATEMENTS, DB_TRANSACTIONS
+from gateway.store.sqlite import connect_inline
 
 __all__ = ["Database", "DatabaseUnavailable", "run_migrations"]
 
+log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # autocommit at the driver level; SQLAlchemy's "begin" hook issues BEGIN IMMEDIATE itself
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-def _sqlite_begin(conn: Any) -> None:
+def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin_deferred(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+# How long a write transaction waits for another process's write lock on the SQLite file,
+# sleeping (not blocking the event loop) between tries.
+SQLITE_BUSY_WAIT = 30.0
+
+
+def _is_busy(error: BaseException) -> bool:
+    return isinstance(error, exc.OperationalError) and "database is locked" in str(error.orig)
+
+
+def _begin_now(connection: Any) -> None:
+    """Send PostgreSQL's BEGIN now rather than with the first statement (SQLAlchemy's asyncpg
+    adapter defers it), so a dead pooled connection is found where the transaction can still be
+    retried. This is the round trip the first statement would have paid anyway, unlike
+    ``pool_pre_ping``'s extra one. Uses the adapter's private ``_start_transaction``; without it
+    the dead link shows at the first statement as before."""
+    adapted = connection.connection.dbapi_connection
+    start = getattr(adapted, "_start_transaction", None)
+    if start is not None and getattr(adapted, "_transaction", None) is None:
+        await_(start())
 
 
 def _count_statement(*_args: Any) -> None:
@@ -65,7 +89,7 @@ def _is_unavailable(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated:
             return True
-        if isinstance(error, exc.OperationalError) and "database is locked" in str(error.orig):
+        if _is_busy(error):
             return True
         return isinstance(error.orig, OSError) or type(error.orig).__name__ in _DRIVER_LINK_ERRORS
     # asyncpg raises its connect errors (refused, reset, timed out) as they are
@@ -93,18 +117,30 @@ class Database:
         # hide_parameters: an error (logged, or in a 500's traceback) shows the SQL, never the
         # parameter row, which holds amounts, card hashes and personal data.
         kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+        self._writer = asyncio.Lock()  # SQLite: one write transaction of this process at a time
+        self.reader: AsyncEngine | None = None
         if self.dialect == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = parsed.database or ""
+            if not path or path == ":memory:" or path.startswith("file:"):
+                raise ValueError("CampusPay's SQLite database is a file: sqlite+aiosqlite:///path/to/file.db")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: AsyncEngine = create_async_engine(
+                url, async_creator=connect_inline(path, readonly=False), **kwargs
+            )
+            self.reader = create_async_engine(url, async_creator=connect_inline(path, readonly=True), **kwargs)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
+            event.listen(self.reader.sync_engine, "begin", _sqlite_begin_deferred)
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if self.dialect == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
-        event.listen(self.engine.sync_engine, "before_cursor_execute", _count_statement)
-        event.listen(self.engine.sync_engine, "begin", _count_transaction)
+            # Sized for one gateway process: the synchronous payment path holds a connection
+            # only inside its short transactions, never across a provider call, so 10 (+20 in
+            # a burst) serve hundreds of payments in flight (docs/operations.md).
+            self.engine = create_async_engine(url, pool_size=10, max_overflow=20, **kwargs)
+        for engine in (self.engine, self.reader):
+            if engine is not None:
+                event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
+                event.listen(engine.sync_engine, "begin", _count_transaction)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = async_sessionmaker(self.reader or self.engine, expire_on_commit=False)
         self._locks: dict[str, asyncio.Lock] = {}
 
     @property
@@ -112,18 +148,63 @@ class Database:
         return self.dialect == "sqlite"
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
         """One unit of work: commit on success, roll back on any exception. A lost link to the
-        database becomes ``DatabaseUnavailable`` (503), whichever statement met it."""
+        database becomes ``DatabaseUnavailable`` (503), whichever statement met it.
+
+        ``readonly``: the body only reads. On SQLite it then runs on a query-only connection
+        beside the writer (a write there fails loudly instead of taking the lock); on
+        PostgreSQL it is an ordinary transaction."""
         try:
-            async with self.sessionmaker() as session, session.begin():
-                yield session
+            if self.is_sqlite and not readonly:
+                async with self._writer:
+                    async with self._begun(self.sessionmaker) as session:
+                        yield session
+            else:
+                async with self._begun(self.read_sessionmaker if readonly else self.sessionmaker) as session:
+                    yield session
         except DatabaseUnavailable:
             raise
         except Exception as error:
             if _is_unavailable(error):
                 raise DatabaseUnavailable() from error
             raise
+
+    @asynccontextmanager
+    async def _begun(self, maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction has begun, so that a dead pooled connection or a busy
+        SQLite file shows before the body runs, when trying again cannot repeat any of it."""
+        loop = asyncio.get_running_loop()
+        busy_until = loop.time() + SQLITE_BUSY_WAIT
+        delay, retried_link = 0.002, False
+        while True:
+            session = maker()
+            try:
+                connection = await session.connection()
+                if not self.is_sqlite:
+                    await connection.run_sync(_begin_now)
+            except Exception as error:
+                await session.close()
+                if self.is_sqlite and _is_busy(error) and loop.time() < busy_until:
+                    await asyncio.sleep(delay)  # another process writes; let it finish
+                    delay = min(delay * 2, 0.1)
+                    continue
+                if not self.is_sqlite and _is_unavailable(error) and not retried_link:
+                    retried_link = True  # the pool dropped the dead connection: one fresh try
+                    continue
+                raise
+            break
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            try:
+                await session.rollback()
+            except Exception:  # the link died with the body's error; that error is the news
+                log.debug("rollback after a failed transaction failed too", exc_info=True)
+            raise
+        finally:
+            await session.close()
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:
@@ -156,6 +237,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.reader is not None:
+            await self.reader.dispose()
 
 
 def alembic_config(url: str) -> Config:
