@@ -262,7 +262,7 @@ async def build_services(
     if link is not None:
         in_redis = RedisBreaker(link.client, settings.redis_prefix, clock)
         breaker = FallbackBreaker(link, in_redis, SqlBreaker(db, clock))
-    routing_service = RoutingService(db, keyring, registry, funding, breaker, clock)
+    routing_service = RoutingService(db, keyring, registry, funding, breaker, clock, providers)
     payments_service = PaymentService(
         db,
         keyring,

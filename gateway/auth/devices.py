@@ -39,7 +39,7 @@ class DeviceAuthenticator:
         """``now`` is the gateway's clock (the one ``Date`` reports), not the host's."""
         params = parse_signature_params(headers)
         check_freshness(params, now, self.max_skew)
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             row = (
                 await session.execute(
                     select(DeviceKey, Device)

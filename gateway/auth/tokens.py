@@ -56,7 +56,7 @@ class TokenAuthenticator:
             )
         token = authorization[7:].strip()
         digest = hash_token(token)
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             key = (
                 await session.execute(select(ApiKey).where(ApiKey.token_hash == digest))
             ).scalar_one_or_none()

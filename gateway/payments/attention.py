@@ -63,7 +63,7 @@ class AttentionQueue:
     async def page(self, school_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
         """One page of the school's queue, oldest refusal first (payments and refunds merged)."""
         after = _after(cursor)
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             payments, refunds = await PaymentRepository(session, self.clock).needing_attention(
                 school_id, after, limit + 1
             )

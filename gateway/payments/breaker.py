@@ -13,9 +13,10 @@ while that Redis cannot be reached, in the database again (``FallbackBreaker``, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from sqlalchemy import update
@@ -45,16 +46,49 @@ class Breaker(Protocol):
     async def failure(self, school_id: str, adapter: str, policy: BreakerPolicy) -> None: ...
 
 
+# A breaker's state as this process last read it is reused for this long (monotonic seconds):
+# a payment's peek, allow and success then cost one read instead of three, and a healthy
+# provider's breaker is not rewritten after every payment. A breaker another process opened
+# steers this one's new payments at most this much later; a half-open trial is always taken
+# on a fresh read, so two processes never both hold it.
+RECENT = 1.0
+
+_R = TypeVar("_R")
+
+
+class _Recent(Generic[_R]):
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], tuple[float, _R]] = {}
+
+    def get(self, key: tuple[str, str]) -> tuple[bool, _R | None]:
+        hit = self._seen.get(key)
+        if hit is None or time.monotonic() - hit[0] >= RECENT:
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: tuple[str, str], value: _R) -> _R:
+        self._seen[key] = (time.monotonic(), value)
+        return value
+
+    def drop(self, key: tuple[str, str]) -> None:
+        self._seen.pop(key, None)
+
+
 class SqlBreaker:
     """One row per (school, adapter); every change is a compare-and-set, so several gateway
     processes agree on who holds the half-open trial."""
 
     def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
         self.db, self.clock = db, clock
+        self._recent: _Recent[CircuitBreaker | None] = _Recent()
 
-    async def _row(self, school_id: str, adapter: str) -> CircuitBreaker | None:
-        async with self.db.transaction() as session:
-            return await session.get(CircuitBreaker, (school_id, adapter))
+    async def _row(self, school_id: str, adapter: str, *, fresh: bool = False) -> CircuitBreaker | None:
+        key = (school_id, adapter)
+        hit, row = self._recent.get(key)
+        if hit and not fresh:
+            return row
+        async with self.db.transaction(readonly=True) as session:
+            return self._recent.put(key, await session.get(CircuitBreaker, key))
 
     async def peek(self, school_id: str, adapter: str, policy: BreakerPolicy) -> str:
         row = await self._row(school_id, adapter)
@@ -63,6 +97,9 @@ class SqlBreaker:
     async def allow(self, school_id: str, adapter: str, policy: BreakerPolicy) -> bool:
         row = await self._row(school_id, adapter)
         now = self.clock()
+        if _view(row, now, policy) == "closed":
+            return True
+        row = await self._row(school_id, adapter, fresh=True)
         view = _view(row, now, policy)
         if view == "closed":
             return True
@@ -87,9 +124,15 @@ class SqlBreaker:
                     updated_at=now,
                 )
             )
+            self._recent.drop((school_id, adapter))
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def success(self, school_id: str, adapter: str) -> None:
+        key = (school_id, adapter)
+        hit, row = self._recent.get(key)
+        if hit and (row is None or (row.state == "closed" and row.failures == 0)):
+            return  # already closed with nothing counted: nothing to write
+        self._recent.drop(key)
         async with self.db.transaction() as session:
             await session.execute(
                 update(CircuitBreaker)
@@ -99,6 +142,7 @@ class SqlBreaker:
 
     async def failure(self, school_id: str, adapter: str, policy: BreakerPolicy) -> None:
         now = self.clock()
+        self._recent.drop((school_id, adapter))
         async with self.db.transaction() as session:
             values = {
                 "school_id": school_id,
@@ -161,13 +205,20 @@ def _text(value: bytes | str) -> str:
 class RedisBreaker:
     def __init__(self, redis: Redis, prefix: str, clock: Callable[[], datetime]) -> None:
         self.redis, self.prefix, self.clock = redis, prefix, clock
+        self._recent: _Recent[dict[str, str]] = _Recent()
 
     def _key(self, school_id: str, adapter: str) -> str:
         return f"{self.prefix}breaker:{school_id}:{adapter}"
 
-    async def peek(self, school_id: str, adapter: str, policy: BreakerPolicy) -> str:
+    async def _data(self, school_id: str, adapter: str) -> dict[str, str]:
+        hit, data = self._recent.get((school_id, adapter))
+        if hit and data is not None:
+            return data
         raw: dict[bytes | str, bytes | str] = await self.redis.hgetall(self._key(school_id, adapter))
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        return self._recent.put((school_id, adapter), {_text(k): _text(v) for k, v in raw.items()})
+
+    async def peek(self, school_id: str, adapter: str, policy: BreakerPolicy) -> str:
+        data = await self._data(school_id, adapter)
         state = data.get("state", "closed")
         now = self.clock().timestamp()
         if state == "closed":
@@ -177,15 +228,24 @@ class RedisBreaker:
         return "half_open" if now >= float(data.get("trial_until", "0")) else "open"
 
     async def allow(self, school_id: str, adapter: str, policy: BreakerPolicy) -> bool:
+        data = await self._data(school_id, adapter)
+        if data.get("state", "closed") == "closed":
+            return True
+        self._recent.drop((school_id, adapter))  # the script decides on Redis's own state
         key = self._key(school_id, adapter)
         now = self.clock().timestamp()
         result = await self.redis.eval(_ALLOW, 1, key, str(now), str(policy.cooldown_seconds))
         return bool(result)
 
     async def success(self, school_id: str, adapter: str) -> None:
+        hit, data = self._recent.get((school_id, adapter))
+        if hit and not data:
+            return  # no state kept for this breaker: nothing to reset
+        self._recent.drop((school_id, adapter))
         await self.redis.delete(self._key(school_id, adapter))
 
     async def failure(self, school_id: str, adapter: str, policy: BreakerPolicy) -> None:
+        self._recent.drop((school_id, adapter))
         key = self._key(school_id, adapter)
         now = self.clock().timestamp()
         await self.redis.eval(_FAILURE, 1, key, str(now), str(policy.failure_threshold))

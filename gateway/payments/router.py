@@ -16,7 +16,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.registry import AdapterRegistry
 from gateway.errors import Unprocessable
@@ -34,9 +33,11 @@ from gateway.payments.routing import (
 )
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
+from gateway.store.cache import SettingsCache
 from gateway.store.db import Database
-from gateway.store.models import Card, FundingSource, ProviderSetting, RoutingConfig, Store, utcnow
+from gateway.store.models import Card, FundingSource, RoutingConfig, Store, utcnow
 from gateway.tenancy.funding import FundingService, is_co_branded
+from gateway.tenancy.providers import ProviderSettings
 
 __all__ = ["Decision", "RoutingService", "StoredRules"]
 
@@ -96,22 +97,31 @@ class RoutingService:
         funding: FundingService,
         breaker: Breaker,
         clock: Callable[[], datetime],
+        providers: ProviderSettings,
     ) -> None:
         self.db, self.keyring, self.registry, self.funding = db, keyring, registry, funding
+        self.providers = providers
         self.breaker, self.clock = breaker, clock
+        self._rules: SettingsCache[str, StoredRules] = SettingsCache()
 
     # the stored rule set ----------------------------------------------------------------
 
     async def get(self, school_id: str) -> StoredRules:
-        async with self.db.transaction() as session:
+        """The school's rule set, cached up to 5 s (a change made here drops it at once)."""
+        fresh, stored = self._rules.fresh(school_id)
+        if fresh and stored is not None:
+            return stored
+        async with self.db.transaction(readonly=True) as session:
             row = await session.get(RoutingConfig, school_id)
         if row is None:
-            return StoredRules(None, 0, None)
-        return StoredRules(RuleSet.model_validate(row.document), row.version, row.updated_at)
+            return self._rules.put(school_id, StoredRules(None, 0, None))
+        return self._rules.put(
+            school_id, StoredRules(RuleSet.model_validate(row.document), row.version, row.updated_at)
+        )
 
     async def facts(self, school_id: str) -> SchoolFacts:
-        async with self.db.transaction() as session:
-            configured = await self._configured(session, school_id)
+        configured = await self.providers.configured(school_id)
+        async with self.db.transaction(readonly=True) as session:
             bank_sources = await session.scalar(
                 select(FundingSource.id)
                 .where(FundingSource.school_id == school_id, FundingSource.kind == "bank_agreement")
@@ -158,6 +168,7 @@ class RoutingService:
                 object_id=school_id,
                 data={"version": row.version, "rules": len(ruleset.rules)},
             )
+        self._rules.drop(lambda key: key == school_id)
         return StoredRules(ruleset, row.version, row.updated_at)
 
     async def delete(self, school_id: str, actor: str) -> None:
@@ -176,6 +187,7 @@ class RoutingService:
                 object_id=school_id,
                 data={"version": row.version},
             )
+        self._rules.drop(lambda key: key == school_id)
 
     # the decision ------------------------------------------------------------------------
 
@@ -217,8 +229,7 @@ class RoutingService:
                 decision.rule, decision.rule_name = match.index, match.rule.name
                 names = list(match.rule.adapters)
         decision.default_route = decision.rule is None
-        async with self.db.transaction() as session:
-            configured = await self._configured(session, school_id)
+        configured = await self.providers.configured(school_id)
         for name in names:
             why = self._unusable(name, method, amount, currency, funding, configured)
             if why is None:
@@ -249,8 +260,8 @@ class RoutingService:
         funding = card_type = None
         refusal = None
         default: list[str] = []
-        async with self.db.transaction() as session:
-            configured = await self._configured(session, school_id)
+        configured = await self.providers.configured(school_id)
+        async with self.db.transaction(readonly=True) as session:
             card = None
             if card_no is not None:
                 digest = self.keyring.keyed_hash("card", f"{school_id}:{card_no}")
@@ -328,20 +339,12 @@ class RoutingService:
     async def breakers(self, school_id: str) -> dict[str, str]:
         stored = await self.get(school_id)
         policy = stored.ruleset.breaker if stored.ruleset else BreakerPolicy()
-        async with self.db.transaction() as session:
-            configured = await self._configured(session, school_id)
+        configured = await self.providers.configured(school_id)
         return {name: await self.breaker.peek(school_id, name, policy) for name in sorted(configured)}
 
     def _known(self, configured: set[str]) -> list[str]:
         """Every registered adapter, and the instances (``ecard.backup``) this school configured."""
         return sorted(set(self.registry) | {n for n in configured if n in self.registry})
-
-    @staticmethod
-    async def _configured(session: AsyncSession, school_id: str) -> set[str]:
-        rows = await session.execute(
-            select(ProviderSetting.adapter).where(ProviderSetting.school_id == school_id)
-        )
-        return set(rows.scalars())
 
     def _unusable(
         self, name: str, method: str, amount: int, currency: str, funding: str | None, configured: set[str]

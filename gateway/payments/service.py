@@ -137,18 +137,18 @@ class PaymentService:
     # queries -----------------------------------------------------------------------------
 
     async def get(self, caller: Caller, payment_id: str) -> Payment:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             payment = await PaymentRepository(session, self.clock).get(payment_id, school_id=caller.school_id)
         if payment is None:
             raise NotFound("no such payment")
         return payment
 
     async def list_for_order(self, caller: Caller, merchant_order_id: str) -> Sequence[Payment]:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             return await PaymentRepository(session, self.clock).for_order(caller.device_id, merchant_order_id)
 
     async def get_refund(self, caller: Caller, refund_id: str) -> Refund:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             refund = await PaymentRepository(session, self.clock).refund(
                 refund_id, school_id=caller.school_id
             )
@@ -555,7 +555,7 @@ class PaymentService:
         own hold, see ``_hold``), so the first step runs at once instead of waiting it out."""
         loop = asyncio.get_running_loop()
         while True:
-            async with self.db.transaction() as session:
+            async with self.db.transaction(readonly=True) as session:
                 payment = await PaymentRepository(session, self.clock).get(payment_id)
             assert payment is not None
             if not is_pending(payment):
@@ -573,7 +573,7 @@ class PaymentService:
                     await self.resolver.step(payment_id, actor=actor)
             except TimeoutError:
                 await self._hand_over(payment_id)
-                async with self.db.transaction() as session:
+                async with self.db.transaction(readonly=True) as session:
                     again = await PaymentRepository(session, self.clock).get(payment_id)
                 assert again is not None
                 return again
@@ -732,6 +732,6 @@ class PaymentService:
             await self.resolver.apply(payment, result, actor=f"provider:{adapter}")
 
     async def snapshot(self, resource_type: str, resource_id: str) -> Any:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             repo = PaymentRepository(session, self.clock)
             return await (repo.get(resource_id) if resource_type == "payment" else repo.refund(resource_id))

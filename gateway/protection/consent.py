@@ -216,7 +216,7 @@ class ConsentService:
         return consent
 
     async def get_consent(self, school_id: str, consent_id: str) -> Consent:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             consent = (
                 await session.execute(
                     select(Consent).where(Consent.id == consent_id, Consent.school_id == school_id)
@@ -384,7 +384,7 @@ class ConsentService:
     async def check_face(self, school_id: str, provider: str, provider_user_id: str) -> FaceCheck:
         """Rules 1, 7, 13: the provider user must be actively enrolled here under a live consent."""
         now = self.clock()
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             rows = list(
                 (
                     await session.execute(

@@ -127,7 +127,9 @@ class Database:
             self.engine: AsyncEngine = create_async_engine(
                 url, async_creator=connect_inline(path, readonly=False), **kwargs
             )
-            self.reader = create_async_engine(url, async_creator=connect_inline(path, readonly=True), **kwargs)
+            self.reader = create_async_engine(
+                url, async_creator=connect_inline(path, readonly=True), **kwargs
+            )
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
             event.listen(self.reader.sync_engine, "begin", _sqlite_begin_deferred)
         else:
@@ -183,8 +185,10 @@ class Database:
                 connection = await session.connection()
                 if not self.is_sqlite:
                     await connection.run_sync(_begin_now)
-            except Exception as error:
+            except BaseException as error:  # a cancellation too: the connection goes back
                 await session.close()
+                if not isinstance(error, Exception):
+                    raise
                 if self.is_sqlite and _is_busy(error) and loop.time() < busy_until:
                     await asyncio.sleep(delay)  # another process writes; let it finish
                     delay = min(delay * 2, 0.1)

@@ -56,7 +56,7 @@ class FundingService:
     # co-branded BINs -------------------------------------------------------------------
 
     async def card_bins(self, school_id: str) -> list[str]:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             row = await session.get(CardBinSetting, school_id)
         return list(row.co_branded.get("prefixes", [])) if row else []
 
@@ -132,11 +132,11 @@ class FundingService:
         stmt = select(FundingSource).where(FundingSource.school_id == school_id)
         if student_id is not None:
             stmt = stmt.where(FundingSource.student_id == student_id)
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             return list((await session.execute(stmt.order_by(FundingSource.created_at))).scalars())
 
     async def get(self, school_id: str, source_id: str) -> FundingSource:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             source = await self._get(session, school_id, source_id)
         if source is None:
             raise NotFound("no such funding source")
@@ -259,7 +259,7 @@ class FundingService:
         """The payer behind a card; None when its funding source is no longer active."""
         if funding_source_id is None:
             return Payer("ecard_account", funding_adapter, None)
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             source = await self._get(session, school_id, funding_source_id)
         if source is None or source.status != "active":
             return None

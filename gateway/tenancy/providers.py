@@ -25,6 +25,7 @@ from gateway.protection import audit
 from gateway.protection.crypto import Keyring
 from gateway.protection.published import refuse_published
 from gateway.settings import Environment
+from gateway.store.cache import SettingsCache
 from gateway.store.db import Database
 from gateway.store.models import ProviderSetting, Store, utcnow
 
@@ -42,6 +43,13 @@ class ProviderView:
     updated_at: datetime
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    version: tuple[Any, ...]
+    config: ProviderConfig
+    adapter: Adapter
+
+
 class ProviderSettings:
     def __init__(
         self,
@@ -54,6 +62,8 @@ class ProviderSettings:
     ) -> None:
         self.db, self.keyring, self.registry, self.env = db, keyring, registry, env
         self.outbound, self.timeout = outbound, timeout
+        self._cache: SettingsCache[tuple[str, str], _Loaded | None] = SettingsCache()
+        self._configured: SettingsCache[str, frozenset[str]] = SettingsCache()
 
     async def _check_endpoint(self, school_id: str, endpoint: str) -> None:
         try:
@@ -116,10 +126,12 @@ class ProviderSettings:
                 object_id=adapter,
                 data={"endpoint": endpoint, "credential_fields": sorted(credentials)},
             )
+        self._cache.drop(lambda key: key == (school_id, adapter))
+        self._configured.drop(lambda key: key == school_id)
         return ProviderView(adapter, endpoint, sorted(credentials), options, row.updated_at)
 
     async def view(self, school_id: str, adapter: str) -> ProviderView | None:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             row = await session.get(ProviderSetting, (school_id, adapter))
         if row is None:
             return None
@@ -143,26 +155,55 @@ class ProviderSettings:
 
     async def store_ref(self, school_id: str, adapter: str, store_id: str) -> str:
         """What ``adapter`` calls this store: its ``options.store_refs`` entry, else the store id."""
-        async with self.db.transaction() as session:
-            row = await session.get(ProviderSetting, (school_id, adapter))
-        refs = (row.options or {}).get("store_refs") if row is not None else None
+        loaded = await self._loaded(school_id, adapter)
+        refs = loaded.config.options.get("store_refs") if loaded is not None else None
         ref = refs.get(store_id) if isinstance(refs, dict) else None
         return ref if isinstance(ref, str) else store_id
 
-    async def config(self, school_id: str, adapter: str) -> ProviderConfig | None:
-        async with self.db.transaction() as session:
-            row = await session.get(ProviderSetting, (school_id, adapter))
+    async def configured(self, school_id: str) -> set[str]:
+        """The adapters this school has settings for (cached like the settings themselves)."""
+        fresh, names = self._configured.fresh(school_id)
+        if fresh and names is not None:
+            return set(names)
+        async with self.db.transaction(readonly=True) as session:
+            rows = await session.execute(
+                select(ProviderSetting.adapter).where(ProviderSetting.school_id == school_id)
+            )
+            found = frozenset(rows.scalars())
+        return set(self._configured.put(school_id, found))
+
+    async def _loaded(self, school_id: str, adapter: str) -> _Loaded | None:
+        """The school's settings for ``adapter``, decrypted and built once per version: served
+        from the cache for up to 5 s, then revalidated by one read of the row, and decrypted
+        and built again only when it changed."""
+        key = (school_id, adapter)
+        fresh, loaded = self._cache.fresh(key)
+        if fresh:
+            return loaded
+        async with self.db.transaction(readonly=True) as session:
+            row = await session.get(ProviderSetting, key)
         if row is None:
+            self._cache.put(key, None)
             return None
+        version = (row.updated_at, row.endpoint, row.credentials_enc)
+        known = self._cache.stale(key)
+        if known is not None and known.version == version:
+            return self._cache.put(key, known)
         creds = json.loads(self.keyring.decrypt(row.credentials_enc, aad=self._aad(school_id, adapter)))
         options = {"timeout_seconds": self.timeout, **row.options}
-        return ProviderConfig(endpoint=row.endpoint, credentials=creds, options=options)
+        config = ProviderConfig(endpoint=row.endpoint, credentials=creds, options=options)
+        built = self.registry.create(adapter, config, self.outbound.client(school_id))
+        return self._cache.put(key, _Loaded(version, config, built))
+
+    async def config(self, school_id: str, adapter: str) -> ProviderConfig | None:
+        loaded = await self._loaded(school_id, adapter)
+        return None if loaded is None else loaded.config
 
     async def adapter(self, school_id: str, name: str) -> Adapter | None:
-        config = await self.config(school_id, name)
-        if config is None:
-            return None
-        return self.registry.create(name, config, self.outbound.client(school_id))
+        """The adapter for this school's settings: one instance per settings version (adapters
+        keep no per-payment state, docs/adding-an-adapter.md), so keys are parsed once."""
+        loaded = await self._loaded(school_id, name)
+        return None if loaded is None else loaded.adapter
 
     async def verify_endpoint(self, school_id: str, adapter: str) -> None:
         """Before ``/check`` probes a stored endpoint: 422 when the guard refuses it now, 502 when

@@ -21,6 +21,7 @@ from gateway.protection import audit
 from gateway.protection.crypto import Keyring
 from gateway.protection.published import refuse_published
 from gateway.settings import Environment
+from gateway.store.cache import SettingsCache
 from gateway.store.db import Database
 from gateway.store.models import ApiKey, Card, Device, DeviceKey, School, Store, Student, new_id, utcnow
 from gateway.tenancy.funding import FundingService
@@ -58,12 +59,13 @@ def _check_public_key(pem: str | None, env: Environment) -> str:
 class TenancyService:
     def __init__(self, db: Database, keyring: Keyring, env: Environment = Environment.SANDBOX) -> None:
         self.db, self.keyring, self.env = db, keyring, env
+        self._stores: SettingsCache[tuple[str, str], Store] = SettingsCache()
 
     async def startup_violations(self) -> list[str]:
         """Active device keys production refuses (published test keys registered before)."""
         if self.env is not Environment.PRODUCTION:
             return []
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             keys = (
                 await session.execute(
                     select(DeviceKey).where(
@@ -91,7 +93,7 @@ class TenancyService:
                 session.add(ApiKey(id=new_id("key"), school_id=None, token_hash=digest, role="platform"))
 
     async def has_platform_token(self) -> bool:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             count = await session.scalar(
                 select(func.count()).select_from(ApiKey).where(ApiKey.role == "platform")
             )
@@ -148,13 +150,21 @@ class TenancyService:
         return store
 
     async def get_store(self, school_id: str, store_id: str) -> Store | None:
-        async with self.db.transaction() as session:
-            return (
+        """A store of the school (cached up to 5 s: its name, category and time zone route and
+        describe a payment, they never refuse one by themselves)."""
+        fresh, store = self._stores.fresh((school_id, store_id))
+        if fresh:
+            return store
+        async with self.db.transaction(readonly=True) as session:
+            store = (
                 await session.execute(select(Store).where(Store.id == store_id, Store.school_id == school_id))
             ).scalar_one_or_none()
+        if store is None:
+            return None  # not cached: a store created in another process is found at once
+        return self._stores.put((school_id, store_id), store)
 
     async def list_stores(self, school_id: str) -> list[Store]:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             return list((await session.execute(select(Store).where(Store.school_id == school_id))).scalars())
 
     def _new_key(self, device: Device, alg: str, public_key: str | None) -> tuple[DeviceKey, str | None]:
@@ -280,7 +290,7 @@ class TenancyService:
             )
 
     async def list_devices(self, school_id: str) -> list[tuple[Device, list[DeviceKey]]]:
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             devices = list(
                 (await session.execute(select(Device).where(Device.school_id == school_id))).scalars()
             )
@@ -377,7 +387,7 @@ class TenancyService:
 
     async def find_card(self, school_id: str, card_no: str) -> Card | None:
         digest = card_fingerprint(self.keyring, school_id, card_no)
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             return (
                 await session.execute(
                     select(Card).where(Card.school_id == school_id, Card.card_hash == digest)
