@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from adapters.registry import default_registry
@@ -28,7 +27,7 @@ from gateway.auth.tokens import TokenAuthenticator, new_token
 from gateway.cards.status import CardStatusService
 from gateway.errors import CODES
 from gateway.idempotency.service import IdempotencyService
-from gateway.metrics import HTTP_LATENCY, method_label, route_label
+from gateway.metrics import HttpMetricsMiddleware
 from gateway.offline.service import OfflineService
 from gateway.outbound import (
     Guard,
@@ -158,19 +157,6 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(health.router)
 
-    @app.middleware("http")
-    async def _timing(request: Request, call_next: Callable[[Request], object]) -> Response:
-        started = time.perf_counter()
-        root_path = request.scope.get("root_path", "")  # before routing (and mounts) extend it
-        response: Response = await call_next(request)  # type: ignore[misc]
-        labels = (
-            method_label(request.method),
-            route_label(request.scope, root_path),
-            str(response.status_code),
-        )
-        HTTP_LATENCY.labels(*labels).observe(time.perf_counter() - started)
-        return response
-
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
@@ -194,6 +180,7 @@ def create_app(
         default=settings.max_body_bytes,
         large_paths={"/v1/offline-batches": settings.max_batch_body_bytes},
     )
+    app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(ResponseHeadersMiddleware)
     if settings.env is Environment.SANDBOX:
         from sandbox import create_sandbox_app
