@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from gateway.api.deps import device_headers, path_and_query
-from gateway.idempotency.service import Claim, validate_key
+from gateway.idempotency.service import Answer, Claim, validate_key
 from gateway.payments.service import Caller, is_pending
 from gateway.payments.state import payment_resource, refund_resource
 from gateway.services import Services
@@ -18,7 +18,8 @@ from gateway.store.models import Payment, Refund
 
 __all__ = ["run_idempotent"]
 
-Execute = Callable[[Claim], Awaitable[tuple[int, dict[str, Any]]]]
+# (status, payload) to store now, or the Answer already stored with the change it reports
+Execute = Callable[[Claim], Awaitable[tuple[int, dict[str, Any]] | Answer]]
 
 
 def _json(status: int, body: dict[str, Any], **headers: str) -> Response:
@@ -52,11 +53,14 @@ async def run_idempotent(request: Request, services: Services, caller: Caller, e
         resource = await services.payments.snapshot(claim.resource_type, claim.resource_id)
         return resource_response(resource)
     try:
-        status, payload = await execute(claim)
+        result = await execute(claim)
     except BaseException:
         # Nothing was created (or the claim already points at what was): forget the claim.
         await services.idempotency.release(claim)
         raise
+    if isinstance(result, Answer):
+        return Response(result.body, status_code=result.status, media_type="application/json")
+    status, payload = result
     data = json.dumps(payload).encode()
     if status == 202:
         await services.idempotency.mark_processing(claim)

@@ -13,7 +13,7 @@ from gateway.api.idempotent import run_idempotent
 from gateway.api.problems import validation_problem
 from gateway.api.schemas import PaymentCreate, PaymentList, PaymentOut, Problem, RefundCreate, RefundOut
 from gateway.errors import Unprocessable
-from gateway.idempotency.service import Claim
+from gateway.idempotency.service import Answer, Claim
 from gateway.metrics import PAYMENTS
 from gateway.payments.service import PaymentInput, is_pending
 from gateway.payments.state import payment_resource, refund_resource
@@ -72,9 +72,11 @@ async def create_payment(request: Request, caller: DeviceDep, services: Services
         terminal_params=data.terminal_params,
     )
 
-    async def execute(claim: Claim) -> tuple[int, dict[str, Any]]:
-        payment = await services.payments.create(caller, payment_input, claim)
+    async def execute(claim: Claim) -> tuple[int, dict[str, Any]] | Answer:
+        payment, answer = await services.payments.create(caller, payment_input, claim)
         PAYMENTS.labels(payment.method, payment.status).inc()
+        if answer is not None:
+            return answer  # stored with the payment's final state
         return (202 if is_pending(payment) else 201), payment_resource(payment)
 
     return await run_idempotent(request, services, caller, execute)

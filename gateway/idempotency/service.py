@@ -29,7 +29,7 @@ from gateway.store.db import Database
 from gateway.store.dialect import insert_ignore
 from gateway.store.models import IdempotencyRecord, utcnow
 
-__all__ = ["Claim", "IdempotencyService", "validate_key"]
+__all__ = ["Answer", "Claim", "IdempotencyService", "validate_key"]
 
 
 def validate_key(key: str | None) -> str:
@@ -51,6 +51,15 @@ class Claim:
     body: bytes | None = None
     resource_type: str | None = None
     resource_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A final response stored in the transaction that made the change it reports, so the
+    request needs no transaction of its own to store it (``IdempotencyService.answer``)."""
+
+    status: int
+    body: bytes
 
 
 class IdempotencyService:
@@ -131,6 +140,25 @@ class IdempotencyService:
             update(IdempotencyRecord)
             .where(IdempotencyRecord.device_id == claim.device_id, IdempotencyRecord.key == claim.key)
             .values(resource_type=resource_type, resource_id=resource_id, state="processing")
+        )
+
+    @staticmethod
+    async def answer(
+        session: AsyncSession, claim: Claim, resource_type: str, resource_id: str, answer: Answer
+    ) -> None:
+        """Link the claim to its resource and store the final response, in the caller's
+        transaction: what ``attach`` and ``finish`` do, in one statement."""
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.device_id == claim.device_id, IdempotencyRecord.key == claim.key)
+            .values(
+                resource_type=resource_type,
+                resource_id=resource_id,
+                state="done",
+                response_status=answer.status,
+                response_body=answer.body,
+                locked_until=None,
+            )
         )
 
     async def finish(self, claim: Claim, status: int, body: bytes) -> None:

@@ -22,9 +22,11 @@ Rules (DESIGN.md, "A payment, step by step"):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import CANCEL_UNAVAILABLE, Adapter, Outcome, ProviderResult, RefundRequest
 from gateway.payments.state import ALLOWED, FAILURE_MESSAGES, failure_code_for, refund_failure_code_for
@@ -36,7 +38,11 @@ from gateway.store.payments import PaymentRepository
 from gateway.tenancy.providers import ProviderSettings
 from gateway.webhooks.outbox import emit
 
-__all__ = ["REVERSAL_BY_RECOVERY", "REVERSAL_BY_TERMINAL", "Resolver", "cancel_refund_reference"]
+__all__ = ["REVERSAL_BY_RECOVERY", "REVERSAL_BY_TERMINAL", "Resolver", "Respond", "cancel_refund_reference"]
+
+# Called inside the transaction that moves a payment to its final state, with the payment as
+# it now is: the request that is waiting for that state stores its answer in the same commit.
+Respond = Callable[[AsyncSession, Payment], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 # what a final answer (or any answer that is not a refusal) leaves of a refusal
@@ -140,9 +146,11 @@ class Resolver:
         from_statuses: tuple[str, ...] = ("processing",),
         guard_reversal: bool = False,
         provider_code: str | None = None,
+        respond: Respond | None = None,
         **values: Any,
     ) -> bool:
-        """One transaction: CAS the status, update the attempt, audit, outbox.
+        """One transaction: CAS the status, update the attempt, audit, outbox (and, with
+        ``respond``, the waiting request's stored answer).
 
         The only place a payment's status changes; ``ALLOWED`` (gateway/payments/state.py) is
         the state machine, so no caller can ask for a move backwards."""
@@ -181,10 +189,15 @@ class Resolver:
                 },
             )
             emit(session, school_id=payment.school_id, event_type=f"payment.{to}", data=_event_data(payment))
+            if respond is not None:
+                await respond(session, payment)
             return True
 
-    async def apply(self, payment: Payment, result: ProviderResult, *, actor: str) -> None:
-        """Apply the answer to a pay, a query or a notification."""
+    async def apply(
+        self, payment: Payment, result: ProviderResult, *, actor: str, respond: Respond | None = None
+    ) -> None:
+        """Apply the answer to a pay, a query or a notification. ``respond``: see ``finish``;
+        called only if this answer makes the payment final."""
         paid = result.amount
         if result.outcome is Outcome.SUCCEEDED and paid is not None and paid != payment.amount:
             # Verified, but not this payment's amount: never a success. Left unknown, it is queried
@@ -203,6 +216,7 @@ class Resolver:
                 actor=actor,
                 guard_reversal=True,
                 provider_txn_id=result.provider_txn_id,
+                respond=respond,
             )
         elif result.outcome is Outcome.FAILED:
             code = failure_code_for(result.code)
@@ -210,6 +224,7 @@ class Resolver:
                 payment.id,
                 "failed",
                 actor=actor,
+                respond=respond,
                 provider_code=result.code,
                 failure_code=code,
                 failure_message=FAILURE_MESSAGES.get(code, result.message or code),

@@ -8,6 +8,7 @@ finish in one transaction, or answer 202 and leave the rest to the recovery work
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import (
     AdapterError,
@@ -31,10 +33,10 @@ from adapters.base import (
     ProviderUnreachable,
 )
 from gateway.errors import Conflict, NotFound, Unprocessable
-from gateway.idempotency.service import Claim, IdempotencyService
+from gateway.idempotency.service import Answer, Claim, IdempotencyService
 from gateway.payments.resolver import REVERSAL_BY_TERMINAL, Resolver
 from gateway.payments.router import Decision, RoutingService
-from gateway.payments.state import FAILURE_MESSAGES, face_token_failure
+from gateway.payments.state import FAILURE_MESSAGES, face_token_failure, payment_resource
 from gateway.protection import audit
 from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
@@ -106,6 +108,11 @@ def _no_candidate_failure(decision: Decision) -> str:
     return "no_route"
 
 
+def _answer(payment: Payment) -> Answer:
+    """The stored answer to the request that created ``payment``, now final (201)."""
+    return Answer(201, json.dumps(payment_resource(payment)).encode())
+
+
 def is_pending(payment: Payment) -> bool:
     """Still being resolved: the answer is 202 until this is False."""
     return payment.status == "processing" or (
@@ -158,7 +165,9 @@ class PaymentService:
 
     # pay ---------------------------------------------------------------------------------
 
-    async def create(self, caller: Caller, data: PaymentInput, claim: Claim) -> Payment:
+    async def create(self, caller: Caller, data: PaymentInput, claim: Claim) -> tuple[Payment, Answer | None]:
+        """The payment, and the answer to its request when that was stored with its final state
+        (then the request has nothing more to write)."""
         store = await self.tenancy.get_store(caller.school_id, data.store_id)
         if store is None:
             raise Unprocessable("store_unknown", f"no store {data.store_id!r} at this school")
@@ -169,7 +178,12 @@ class PaymentService:
         if data.method == "card":
             assert data.card_no is not None
             card_last4 = data.card_no[-4:]
-            card = await self.tenancy.find_card(caller.school_id, data.card_no)
+            async with self.db.transaction(readonly=True) as session:  # the card and its payer, at once
+                card = await self.tenancy.find_card(caller.school_id, data.card_no, session=session)
+                if card is not None and card.status != "lost":
+                    payer = await self.funding.payer(
+                        caller.school_id, card.funding_source_id, card.funding_adapter, session=session
+                    )
             if card is None:
                 failure = "card_unknown"
             elif card.status == "lost":
@@ -177,9 +191,6 @@ class PaymentService:
                 student_id, failure = card.student_id, "card_reported_lost"
             else:
                 student_id = card.student_id
-                payer = await self.funding.payer(
-                    caller.school_id, card.funding_source_id, card.funding_adapter
-                )
                 if payer is None:
                     failure = "funding_source_inactive"
                 else:
@@ -258,6 +269,7 @@ class PaymentService:
                     raise Conflict("duplicate_order", "an offline record of this order is held for review")
                 session.add(payment)
                 await session.flush()
+                answer = None
                 if payment.status == "processing":
                     assert adapter_name is not None and payment.provider_reference is not None
                     session.add(
@@ -269,7 +281,10 @@ class PaymentService:
                             status="processing",
                         )
                     )
-                await IdempotencyService.attach(session, claim, "payment", payment.id)
+                    await IdempotencyService.attach(session, claim, "payment", payment.id)
+                else:  # refused before any provider was asked: final now
+                    answer = _answer(payment)
+                    await IdempotencyService.answer(session, claim, "payment", payment.id, answer)
                 await audit.append(
                     session,
                     self.keyring,
@@ -315,9 +330,9 @@ class PaymentService:
                 payment_id=live.id if live else None,
             ) from exc
         if payment.status != "processing":
-            return payment
+            return payment, answer
         assert decision is not None
-        return await self._execute(payment, data, store, agreement_no, payer, decision)
+        return await self._execute(payment, data, store, agreement_no, payer, decision, claim)
 
     async def _take_candidate(self, school_id: str, decision: Decision, start: int) -> str | None:
         """The first candidate from ``start`` on whose breaker lets a new payment through (taking
@@ -368,7 +383,8 @@ class PaymentService:
         agreement_no: str | None,
         payer: Payer | None,
         decision: Decision,
-    ) -> Payment:
+        claim: Claim,
+    ) -> tuple[Payment, Answer | None]:
         """Call the attempt's adapter. Only an attempt that nothing can have been applied of --
         it provably never reached its provider (``ProviderUnreachable``), or the provider
         verifiably refused the request itself (``refused`` with ``nothing_applied``) -- moves on
@@ -382,6 +398,13 @@ class PaymentService:
         # face tokens and enrolments belong to one provider: a face payment never fails over
         index = decision.candidates.index(payment.adapter)
         attempt = 1
+        answered: list[tuple[Payment, Answer]] = []
+
+        async def respond(session: AsyncSession, final: Payment) -> None:
+            answer = _answer(final)
+            await IdempotencyService.answer(session, claim, "payment", final.id, answer)
+            answered.append((final, answer))
+
         while True:
             adapter = await self.providers.adapter(payment.school_id, payment.adapter)
             assert adapter is not None
@@ -426,12 +449,17 @@ class PaymentService:
                     provider_code=not_accepted.provider_code,
                     failure_code=code,
                     failure_message=FAILURE_MESSAGES[code],
+                    respond=respond,
                 )
-                return await self.get(Caller(payment.device_id, payment.school_id), payment.id)
+                if answered:
+                    return answered[0]
+                return await self.get(Caller(payment.device_id, payment.school_id), payment.id), None
             # the provider's answer first: bookkeeping must never be able to lose it
-            await self.resolver.apply(payment, result, actor=actor)
+            await self.resolver.apply(payment, result, actor=actor, respond=respond)
             await self._tell_breaker(payment, decision, technical_failure=result.outcome is Outcome.UNKNOWN)
-            return await self._drive(payment.id, deadline, actor=actor)
+            if answered:
+                return answered[0]
+            return await self._drive(payment.id, deadline, actor=actor), None
 
     async def _tell_breaker(self, payment: Payment, decision: Decision, *, technical_failure: bool) -> None:
         """Breaker bookkeeping, which only steers *new* attempts (decision 0010): if it fails,

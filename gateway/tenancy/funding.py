@@ -254,12 +254,21 @@ class FundingService:
         return source
 
     async def payer(
-        self, school_id: str, funding_source_id: str | None, funding_adapter: str
+        self,
+        school_id: str,
+        funding_source_id: str | None,
+        funding_adapter: str,
+        *,
+        session: AsyncSession | None = None,
     ) -> Payer | None:
-        """The payer behind a card; None when its funding source is no longer active."""
+        """The payer behind a card; None when its funding source is no longer active.
+        ``session``: read in the caller's transaction (a payment reads its card and payer in one)."""
         if funding_source_id is None:
             return Payer("ecard_account", funding_adapter, None)
-        async with self.db.transaction(readonly=True) as session:
+        if session is None:
+            async with self.db.transaction(readonly=True) as own:
+                source = await self._get(own, school_id, funding_source_id)
+        else:
             source = await self._get(session, school_id, funding_source_id)
         if source is None or source.status != "active":
             return None

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth.tokens import hash_token, new_token
 from gateway.errors import Conflict, NotFound, Unprocessable
@@ -385,11 +386,13 @@ class TenancyService:
             )
         return card
 
-    async def find_card(self, school_id: str, card_no: str) -> Card | None:
+    async def find_card(
+        self, school_id: str, card_no: str, *, session: AsyncSession | None = None
+    ) -> Card | None:
+        """``session``: read in the caller's transaction (a payment reads its card and payer in one)."""
         digest = card_fingerprint(self.keyring, school_id, card_no)
-        async with self.db.transaction(readonly=True) as session:
-            return (
-                await session.execute(
-                    select(Card).where(Card.school_id == school_id, Card.card_hash == digest)
-                )
-            ).scalar_one_or_none()
+        stmt = select(Card).where(Card.school_id == school_id, Card.card_hash == digest)
+        if session is not None:
+            return (await session.execute(stmt)).scalar_one_or_none()
+        async with self.db.transaction(readonly=True) as own:
+            return (await own.execute(stmt)).scalar_one_or_none()
