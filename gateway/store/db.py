@@ -63,8 +63,17 @@ def _begin_now(connection: Any) -> None:
     the dead link shows at the first statement as before."""
     adapted = connection.connection.dbapi_connection
     start = getattr(adapted, "_start_transaction", None)
-    if start is not None and getattr(adapted, "_transaction", None) is None:
+    if start is None or getattr(adapted, "_transaction", None) is not None:
+        return
+    try:
         await_(start())
+    except Exception as error:
+        if _is_unavailable(error):
+            # What SQLAlchemy does when a statement meets a disconnect: this connection, and
+            # every one opened before it (a restarted server killed them all), is replaced at
+            # its next checkout, so the one retry gets a live connection.
+            connection.engine.pool._invalidate(connection.connection, error)
+        raise
 
 
 def _count_statement(*_args: Any) -> None:
@@ -92,8 +101,12 @@ def _is_unavailable(error: BaseException) -> bool:
         if _is_busy(error):
             return True
         return isinstance(error.orig, OSError) or type(error.orig).__name__ in _DRIVER_LINK_ERRORS
-    # asyncpg raises its connect errors (refused, reset, timed out) as they are
-    return isinstance(error, OSError | TimeoutError | exc.TimeoutError)
+    # asyncpg raises its connect errors (refused, reset, timed out) as they are, and its adapted
+    # errors reach us unwrapped where the adapter is driven directly (``_begin_now``)
+    return (
+        isinstance(error, OSError | TimeoutError | exc.TimeoutError)
+        or type(error).__name__ in _DRIVER_LINK_ERRORS
+    )
 
 
 # asyncpg's names for a lost or refused connection (the adapted exception keeps the original)
