@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +19,10 @@ __all__ = ["app"]
 app = typer.Typer(
     help="CampusPay: a payment gateway for schools.", no_args_is_help=True, add_completion=False
 )
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _say(console: Console, message: str, *, style: str | None = None) -> None:
@@ -252,11 +257,16 @@ def bench(
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done)  # type: ignore[arg-type]
 
+        # a stopped bench (kill, CI timeout) still stops the sandbox and gateways it started:
+        # SIGTERM becomes SystemExit, so run_bench's clean-up runs
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             report = run_bench(options, progress)
         except (RuntimeError, OSError) as exc:
             _say(console, f"bench: {exc}", style="red")
             raise typer.Exit(2) from exc
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     print_report(report, console)
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2) + "\n")

@@ -265,7 +265,9 @@ class _Run:
             figures["database"] = cpu_seconds(postgres_backends(self.database))
         return figures
 
-    def gateway_phase(self, method: str, payments: int, seed: int) -> dict[str, Any]:
+    def gateway_phase(
+        self, method: str, payments: int, seed: int, *, label: str = "gateway"
+    ) -> dict[str, Any]:
         share = 1.0 if method == "face" else 0.0
         if method == "face":
             self.fund_face_payer()
@@ -276,7 +278,7 @@ class _Run:
         def tick(_method: str, _outcome: str) -> None:
             nonlocal done
             done += 1
-            self.progress(f"gateway {method}", done, payments)
+            self.progress(f"{label} {method}", done, payments)
 
         async def rush() -> RushSummary:
             transport = _RoundRobin(self.public, self.ports)
@@ -440,7 +442,9 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> dict[s
         run.set_up()
         for method in METHODS:
             if counts[method] and options.warmup:
-                run.gateway_phase(method, min(options.warmup, counts[method]), seed=options.seed + 1000)
+                run.gateway_phase(
+                    method, min(options.warmup, counts[method]), seed=options.seed + 1000, label="warm-up"
+                )
         for method in METHODS:
             if not counts[method]:
                 continue
