@@ -48,7 +48,7 @@ class AuditLog:
         right now, once it is done (the background passes skip them)."""
         total = 0
         while True:
-            async with self.db.transaction() as session:
+            async with self.db.transaction(readonly=True) as session:
                 chains = await audit.pending_chains(session, self.chains_per_pass, chain)
             if not chains:
                 return total
@@ -63,7 +63,7 @@ class AuditLog:
         """Sealed entries after ``after_seq`` in chain order, then, while the page has room,
         the entries not sealed yet in the order they will be sealed (``seq`` and ``hash``
         null): a change shows in the log as soon as it has committed."""
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             # sealed first: an entry sealed between the two reads is then on the next page
             # (its seq is above every seq read here), never on this one twice
             rows = list(
@@ -102,7 +102,7 @@ class AuditLog:
     async def verify(self, chain: str, known_head: tuple[int, str] | None = None) -> dict[str, Any]:
         """``{"intact", "first_break", "head", "unsealed"}``; ``head`` is what to keep and pass
         back later as ``known_head`` (admin-api.md, "Audit log")."""
-        async with self.db.transaction() as session:
+        async with self.db.transaction(readonly=True) as session:
             state = await audit.verify_chain(
                 session,
                 self.keyring,
