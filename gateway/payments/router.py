@@ -36,10 +36,22 @@ from gateway.protection.crypto import Keyring
 from gateway.store.cache import SettingsCache
 from gateway.store.db import Database
 from gateway.store.models import Card, FundingSource, RoutingConfig, Store, utcnow
-from gateway.tenancy.funding import FundingService, is_co_branded
+from gateway.tenancy.funding import FundingService, Payer, is_co_branded
 from gateway.tenancy.providers import ProviderSettings
+from gateway.tenancy.service import card_fingerprint
 
-__all__ = ["Decision", "RoutingService", "StoredRules"]
+__all__ = ["Decision", "Plan", "RoutingService", "StoredRules", "unrouted_failure"]
+
+
+def unrouted_failure(decision: Decision) -> str:
+    """Why a payment with no usable candidate fails, for the payment and its dry run alike."""
+    if decision.method == "face" and not decision.candidates and not decision.skipped:
+        return "method_unavailable"  # no face provider at this school at all
+    if any(s["reason"].startswith("breaker open") for s in decision.skipped):
+        return "provider_unavailable"  # nothing was sent anywhere
+    if decision.default_route:
+        return "provider_not_configured"
+    return "no_route"
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,18 @@ class Decision:
             "chosen": None,
             "attempts": [],
         }
+
+
+@dataclass
+class Plan:
+    card: Card | None
+    payer: Payer | None
+    decision: Decision
+    refusal: str | None  # the card's own refusal (unknown, lost, funding gone), before routing
+
+    @property
+    def student_id(self) -> str | None:
+        return self.card.student_id if self.card is not None else None
 
 
 class RoutingService:
@@ -243,6 +267,83 @@ class RoutingService:
                 decision.skipped.append({"adapter": name, "reason": why})
         return decision
 
+    async def plan(
+        self,
+        school_id: str,
+        *,
+        method: str,
+        amount: int,
+        currency: str,
+        store: Store,
+        at: datetime,
+        card_no: str | None = None,
+        bin_prefix: str | None = None,
+    ) -> Plan:
+        """What a payment would do before any provider is asked: its card and payer, the funding
+        source, the route, and the refusal that ends it here if there is one. A payment is made
+        by this plan and the dry run shows it, so the two cannot disagree. Breakers are looked
+        at here; taking a half-open trial is the payment's own step (``take_candidate``)."""
+        configured = await self.providers.configured(school_id)
+        card: Card | None = None
+        payer: Payer | None = None
+        funding = card_type = refusal = None
+        default: list[str] = []
+        if method == "card":
+            if card_no is not None:
+                async with self.db.transaction(readonly=True) as session:  # the card and its payer, at once
+                    digest = card_fingerprint(self.keyring, school_id, card_no)
+                    card = (
+                        await session.execute(
+                            select(Card).where(Card.school_id == school_id, Card.card_hash == digest)
+                        )
+                    ).scalar_one_or_none()
+                    if card is not None and card.status != "lost":
+                        payer = await self.funding.payer(
+                            school_id, card.funding_source_id, card.funding_adapter, session=session
+                        )
+            if card is not None:
+                if card.status == "lost":
+                    refusal = "card_reported_lost"  # COMPLIANCE rule 19: no provider is asked
+                elif payer is None:
+                    refusal = "funding_source_inactive"
+                else:
+                    funding, default = payer.kind, [payer.adapter]
+            else:
+                if card_no is not None:
+                    refusal = "card_unknown"
+                digits = card_no or bin_prefix or ""
+                funding = (
+                    "bank_agreement"
+                    if is_co_branded(digits, await self.funding.card_bins(school_id))
+                    else "ecard_account"
+                )
+                default = self._configured_for("card", configured, funding)
+            card_type = "co_branded" if funding == "bank_agreement" else "campus"
+        else:
+            default = self._configured_for("face", configured, None)
+        decision = await self.decide(
+            school_id,
+            method=method,
+            amount=amount,
+            currency=currency,
+            store=store,
+            at=at,
+            default=default,
+            card_bin=card_no or bin_prefix,
+            card_type=card_type,
+            funding=funding,
+        )
+        return Plan(card=card, payer=payer, decision=decision, refusal=refusal)
+
+    async def take_candidate(self, school_id: str, decision: Decision, start: int) -> str | None:
+        """The first candidate from ``start`` on whose breaker lets a new payment through (taking
+        the half-open trial if that is what it is); refused ones are recorded as skipped."""
+        for name in decision.candidates[start:]:
+            if await self.breaker.allow(school_id, name, decision.policy):
+                return name
+            decision.skipped.append({"adapter": name, "reason": "breaker open: not called"})
+        return None
+
     async def dry_run(
         self,
         school_id: str,
@@ -256,71 +357,22 @@ class RoutingService:
         bin_prefix: str | None = None,
     ) -> dict[str, Any]:
         """Which adapter would take this payment, the candidates in order, and why each was kept
-        or skipped. Breakers are looked at, never tripped or trialled."""
-        funding = card_type = None
-        refusal = None
-        default: list[str] = []
-        configured = await self.providers.configured(school_id)
-        async with self.db.transaction(readonly=True) as session:
-            card = None
-            if card_no is not None:
-                digest = self.keyring.keyed_hash("card", f"{school_id}:{card_no}")
-                card = (
-                    await session.execute(
-                        select(Card).where(Card.school_id == school_id, Card.card_hash == digest)
-                    )
-                ).scalar_one_or_none()
-        if method == "card":
-            digits = card_no or bin_prefix or ""
-            if card is not None:
-                payer = await self.funding.payer(school_id, card.funding_source_id, card.funding_adapter)
-                if card.status == "lost":
-                    refusal = "card_reported_lost"
-                if payer is None:
-                    refusal = "funding_source_inactive"
-                else:
-                    funding, default = payer.kind, [payer.adapter]
-            else:
-                if card_no is not None:
-                    refusal = "card_unknown"
-                funding = (
-                    "bank_agreement"
-                    if is_co_branded(digits, await self.funding.card_bins(school_id))
-                    else "ecard_account"
-                )
-                default = [
-                    n
-                    for n in self._known(configured)
-                    if n in configured
-                    and "card" in self.registry.capabilities(n).methods
-                    and funding in self.registry.capabilities(n).funding
-                ]
-            card_type = "co_branded" if funding == "bank_agreement" else "campus"
-        else:
-            default = [
-                n
-                for n in self._known(configured)
-                if n in configured and "face" in self.registry.capabilities(n).methods
-            ]
-        decision = await self.decide(
+        or skipped: the payment's own plan. Breakers are looked at, never tripped or trialled."""
+        plan = await self.plan(
             school_id,
             method=method,
             amount=amount,
             currency=currency,
             store=store,
             at=at,
-            default=default,
-            card_bin=card_no or bin_prefix,
-            card_type=card_type,
-            funding=funding,
+            card_no=card_no,
+            bin_prefix=bin_prefix,
         )
+        decision = plan.decision
         adapter = decision.candidates[0] if decision.candidates else None
+        refusal = plan.refusal
         if refusal is None and adapter is None:
-            refusal = (
-                "provider_unavailable"
-                if decision.breaker and "open" in decision.breaker.values()
-                else ("provider_not_configured" if decision.default_route else "no_route")
-            )
+            refusal = unrouted_failure(decision)
         return {
             "adapter": adapter,
             "candidates": decision.candidates,
@@ -331,7 +383,7 @@ class RoutingService:
             "default_route": decision.default_route,
             "rules": decision.rules,
             "breakers": decision.breaker,
-            "funding": funding,
+            "funding": decision.funding,
             "version": decision.version,
             "would_fail_with": refusal,
         }
@@ -341,6 +393,17 @@ class RoutingService:
         policy = stored.ruleset.breaker if stored.ruleset else BreakerPolicy()
         configured = await self.providers.configured(school_id)
         return {name: await self.breaker.peek(school_id, name, policy) for name in sorted(configured)}
+
+    def _configured_for(self, method: str, configured: set[str], funding: str | None) -> list[str]:
+        """The default route: every adapter this school configured that takes ``method`` (and
+        reaches ``funding``), registered order."""
+        return [
+            n
+            for n in self._known(configured)
+            if n in configured
+            and method in self.registry.capabilities(n).methods
+            and (funding is None or funding in self.registry.capabilities(n).funding)
+        ]
 
     def _known(self, configured: set[str]) -> list[str]:
         """Every registered adapter, and the instances (``ecard.backup``) this school configured."""

@@ -35,7 +35,7 @@ from adapters.base import (
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.idempotency.service import Answer, Claim, IdempotencyService
 from gateway.payments.resolver import REVERSAL_BY_TERMINAL, Resolver
-from gateway.payments.router import Decision, RoutingService
+from gateway.payments.router import Decision, RoutingService, unrouted_failure
 from gateway.payments.state import FAILURE_MESSAGES, face_token_failure, payment_resource
 from gateway.protection import audit
 from gateway.protection.consent import ConsentService
@@ -98,14 +98,6 @@ class _NotAccepted:
 
 
 _UNREACHABLE = _NotAccepted("unreachable", "UNREACHABLE", "provider_unavailable")
-
-
-def _no_candidate_failure(decision: Decision) -> str:
-    if any(s["reason"].startswith("breaker open") for s in decision.skipped):
-        return "provider_unavailable"  # nothing was sent anywhere
-    if decision.default_route:
-        return "provider_not_configured"
-    return "no_route"
 
 
 def _answer(payment: Payment) -> Answer:
@@ -178,48 +170,27 @@ class PaymentService:
         if data.method == "card":
             assert data.card_no is not None
             card_last4 = data.card_no[-4:]
-            async with self.db.transaction(readonly=True) as session:  # the card and its payer, at once
-                card = await self.tenancy.find_card(caller.school_id, data.card_no, session=session)
-                if card is not None and card.status != "lost":
-                    payer = await self.funding.payer(
-                        caller.school_id, card.funding_source_id, card.funding_adapter, session=session
-                    )
-            if card is None:
-                failure = "card_unknown"
-            elif card.status == "lost":
-                # COMPLIANCE rule 19: refused at once, no provider is asked
-                student_id, failure = card.student_id, "card_reported_lost"
+        plan = await self.routing.plan(
+            caller.school_id,
+            method=data.method,
+            amount=data.amount,
+            currency=data.currency,
+            store=store,
+            at=self.clock(),
+            card_no=data.card_no,
+        )
+        if data.method == "card":
+            student_id, payer = plan.student_id, plan.payer
+            if plan.refusal is not None:
+                failure = plan.refusal  # refused by the card itself: no route, no provider asked
             else:
-                student_id = card.student_id
-                if payer is None:
-                    failure = "funding_source_inactive"
-                else:
-                    decision = await self.routing.decide(
-                        caller.school_id,
-                        method="card",
-                        amount=data.amount,
-                        currency=data.currency,
-                        store=store,
-                        at=self.clock(),
-                        default=[payer.adapter],
-                        card_bin=data.card_no,
-                        card_type="co_branded" if payer.kind == "bank_agreement" else "campus",
-                        funding=payer.kind,
-                    )
-                    adapter_name = await self._take_candidate(caller.school_id, decision, 0)
-                    if adapter_name is None:
-                        failure = _no_candidate_failure(decision)
+                decision = plan.decision
+                adapter_name = await self.routing.take_candidate(caller.school_id, decision, 0)
+                if adapter_name is None:
+                    failure = unrouted_failure(decision)
         else:
             assert data.face_token is not None
-            decision = await self.routing.decide(
-                caller.school_id,
-                method="face",
-                amount=data.amount,
-                currency=data.currency,
-                store=store,
-                at=self.clock(),
-                default=await self._face_default(caller.school_id),
-            )
+            decision = plan.decision
             face = await self._resolve_face(caller.school_id, data.face_token, decision)
             failure, student_id, adapter_name, agreement_no = face
 
@@ -334,15 +305,6 @@ class PaymentService:
         assert decision is not None
         return await self._execute(payment, data, store, agreement_no, payer, decision, claim)
 
-    async def _take_candidate(self, school_id: str, decision: Decision, start: int) -> str | None:
-        """The first candidate from ``start`` on whose breaker lets a new payment through (taking
-        the half-open trial if that is what it is); refused ones are recorded as skipped."""
-        for name in decision.candidates[start:]:
-            if await self.routing.breaker.allow(school_id, name, decision.policy):
-                return name
-            decision.skipped.append({"adapter": name, "reason": "breaker open: not called"})
-        return None
-
     def _request(
         self,
         payment: Payment,
@@ -435,7 +397,7 @@ class PaymentService:
                 await self._tell_breaker(payment, decision, technical_failure=True)
                 following = None
                 if payment.method == "card":
-                    following = await self._take_candidate(payment.school_id, decision, index + 1)
+                    following = await self.routing.take_candidate(payment.school_id, decision, index + 1)
                 if following is not None and await self._fail_over(
                     payment, following, attempt + 1, decision, not_accepted
                 ):
@@ -533,15 +495,6 @@ class PaymentService:
         payment.adapter, payment.provider_reference, payment.routing = adapter, reference, routing
         return True
 
-    async def _face_default(self, school_id: str) -> list[str]:
-        """Today's face route: the configured face adapters (the first one takes the payment)."""
-        names = []
-        for name in self.providers.registry:
-            if "face" in self.providers.registry.capabilities(name).methods:
-                if await self.providers.config(school_id, name) is not None:
-                    names.append(name)
-        return names
-
     async def _resolve_face(
         self, school_id: str, face_token: str, decision: Decision
     ) -> tuple[str | None, str | None, str | None, str | None]:
@@ -549,11 +502,9 @@ class PaymentService:
         face adapter identifies the token and, if all is well, takes the payment.
 
         Returns (refusal, student_id, adapter, agreement_no)."""
-        if not decision.candidates and not decision.skipped:
-            return "method_unavailable", None, None, None
-        adapter_name = await self._take_candidate(school_id, decision, 0)
+        adapter_name = await self.routing.take_candidate(school_id, decision, 0)
         if adapter_name is None:
-            return _no_candidate_failure(decision), None, None, None
+            return unrouted_failure(decision), None, None, None
         adapter = await self.providers.adapter(school_id, adapter_name)
         assert adapter is not None
         config = await self.providers.config(school_id, adapter_name)
