@@ -125,3 +125,18 @@ async def sqlite_harness(tmp_path: Path) -> AsyncIterator[Harness]:
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'campuspay.db'}", data_dir=tmp_path
     ) as h:
         yield h
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The property tests' seeds, so any run can be repeated (tests/property)."""
+    seeds = [
+        str(value)
+        for kind in ("passed", "failed", "error")
+        for report in terminalreporter.stats.get(kind, [])
+        for name, value in getattr(report, "user_properties", ())
+        if name == "campuspay_property_seed"
+    ]
+    if seeds:
+        terminalreporter.write_line(
+            "property test seeds (repeat one with CAMPUSPAY_PROPERTY_SEED=<seed>): " + ", ".join(seeds)
+        )

@@ -229,15 +229,19 @@ async def start_harness(
     wrap_transport: Any = None,
     resolver: Any = None,
     provider_base: str = SANDBOX,
+    clock: Clock | None = None,
+    close_sandbox: bool = True,
     **settings_overrides: Any,
 ) -> AsyncIterator[Harness]:
     """``sandbox_app`` lets a restarted gateway keep talking to the same provider state;
     ``real_network`` sends provider calls over real sockets instead of ASGI; ``resolver``
     answers the gateway's name lookups, and ``provider_base`` is the sandbox's URL the school
-    is configured with (a production gateway refuses ``http://sandbox.test``)."""
+    is configured with (a production gateway refuses ``http://sandbox.test``). ``clock`` lets a
+    restarted gateway go on with the time of the one before it; ``close_sandbox=False`` leaves
+    the sandbox's pending notifications running (the providers outlive a gateway's crash)."""
     settings = make_settings(database_url, data_dir, **settings_overrides)
     await asyncio.to_thread(_sqlite_from_template, database_url)  # migrations run their own loop
-    clock = Clock()
+    clock = clock or Clock()
     sandbox_app = sandbox_app or create_sandbox_app()
     transport: httpx.AsyncBaseTransport | None = None
     if not real_network:
@@ -271,7 +275,7 @@ async def start_harness(
             for c in h._clients:
                 await c.aclose()
             # pending provider notifications must not reach the gateway after it has stopped
-            for name in ("alipay", "bank"):
+            for name in ("alipay", "bank") if close_sandbox else ():
                 provider = getattr(sandbox_app.state, name, None)
                 if provider is None:
                     continue

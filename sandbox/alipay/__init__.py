@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 from sandbox.alipay import wire
 from sandbox.alipay.gateway import PROVIDER, AlipayGateway, create_alipay_app
 from sandbox.alipay.notify import AlipayNotifier, NotifyFaultIn, ScheduleIn
-from sandbox.alipay.state import AlipayState
+from sandbox.alipay.state import AlipayState, Trade
 from sandbox.alipay.trades import METHODS, status_of
 from sandbox.asgi import EventLogMiddleware
 from sandbox.control import ControlPlane
@@ -102,16 +102,13 @@ class AlipayProvider:
         async def apps() -> dict[str, Any]:
             return {"apps": [{"app_id": a.app_id, "seller_id": a.seller_id} for a in state.apps.values()]}
 
-        @router.get("/apps/{app_id}/trades/{out_trade_no}")
-        async def trade(app_id: str, out_trade_no: str) -> dict[str, Any]:
-            found = state.trades.get((app_id, out_trade_no))
-            if found is None:
-                raise HTTPException(404, f"no trade {out_trade_no!r} for app {app_id!r}")
+        def listing(found: Trade) -> dict[str, Any]:
             return {
-                "app_id": app_id,
+                "app_id": found.app_id,
                 "out_trade_no": found.out_trade_no,
                 "trade_no": found.trade_no,
                 "trade_status": status_of(found, self.control.now(PROVIDER)),
+                "paid": found.was_paid,  # the buyer was charged at some point
                 "total_amount": wire.yuan(found.total),
                 "refunded_amount": wire.yuan(found.refunded),
                 "buyer_id": found.buyer_id,
@@ -124,6 +121,20 @@ class AlipayProvider:
                 ],
                 "cancel_action": found.cancel_action,
             }
+
+        @router.get("/apps/{app_id}/trades")
+        async def trades(app_id: str) -> dict[str, Any]:
+            """The app's books: every trade the sandbox holds for it."""
+            if app_id not in state.apps:
+                raise HTTPException(404, f"no app {app_id!r}")
+            return {"trades": [listing(t) for t in state.trades.values() if t.app_id == app_id]}
+
+        @router.get("/apps/{app_id}/trades/{out_trade_no}")
+        async def trade(app_id: str, out_trade_no: str) -> dict[str, Any]:
+            found = state.trades.get((app_id, out_trade_no))
+            if found is None:
+                raise HTTPException(404, f"no trade {out_trade_no!r} for app {app_id!r}")
+            return listing(found)
 
         @router.get("/buyers/{user_id}")
         async def buyer(user_id: str) -> dict[str, Any]:

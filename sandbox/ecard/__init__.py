@@ -112,6 +112,32 @@ class EcardProvider:
                 merchant.meal_periods = [MealPeriod(p.name, p.start, p.end) for p in spec.periods]
             return {"merchant_id": merchant_id, **spec.model_dump()}
 
+        @router.get("/merchants/{merchant_id}/orders")
+        async def orders(merchant_id: str) -> dict[str, Any]:
+            """The merchant's books: every order and refund as the e-card holds them."""
+            merchant = self._merchant(merchant_id)
+            return {
+                "merchant_id": merchant_id,
+                "orders": [
+                    {
+                        "order_ref": o.order_ref,
+                        "status": o.status,
+                        "card_no": o.card_no,
+                        "account_no": o.account_no,
+                        "amount": o.amount,
+                        "debited": o.txn_id is not None,  # money was taken at some point
+                        "refunded": o.refunded,
+                        "reversed_amount": o.reversed_amount,
+                        "code": o.code,
+                    }
+                    for o in merchant.orders.values()
+                ],
+                "refunds": [
+                    {"refund_ref": r.refund_ref, "order_ref": r.order_ref, "amount": r.amount}
+                    for r in merchant.refunds.values()
+                ],
+            }
+
         @router.get("/merchants/{merchant_id}/offline-records")
         async def offline_records(merchant_id: str) -> dict[str, Any]:
             return {"records": stored_records(self._merchant(merchant_id))}

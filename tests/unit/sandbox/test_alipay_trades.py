@@ -473,3 +473,25 @@ async def test_reset_restores_trades_balances_and_agreements(alipay: AlipayTestC
     await alipay.http.post("/_control/reset")
     assert await status(alipay, "T1") == "ACQ.TRADE_NOT_EXIST"
     assert await balance(alipay.http) == ALIPAY_BUYER_BALANCE
+
+
+async def test_the_apps_books_list_every_trade(alipay: AlipayTestClient) -> None:
+    await alipay.pay("T1", 1000, await face_token(alipay.http))
+    await refund(alipay, "3.00", "R1")
+    await alipay.pay("T2", 500, await face_token(alipay.http))
+    await alipay.call("alipay.trade.cancel", {"out_trade_no": "T2"})
+    await alipay.pay("T85", 1085, await face_token(alipay.http))  # magic 85: created, never paid
+    books = (await alipay.http.get(f"/_control/alipay/apps/{alipay.app_id}/trades")).json()["trades"]
+    trades = {
+        t["out_trade_no"]: (t["trade_status"], t["paid"], t["total_amount"], t["refunded_amount"])
+        for t in books
+    }
+    assert trades == {
+        "T1": ("TRADE_SUCCESS", True, "10.00", "3.00"),
+        "T2": ("TRADE_CLOSED", True, "5.00", "5.00"),
+        "T85": ("WAIT_BUYER_PAY", False, "10.85", "0.00"),
+    }
+    t1 = next(t for t in books if t["out_trade_no"] == "T1")
+    assert t1["refunds"] == [{"out_request_no": "R1", "refund_amount": "3.00"}]
+    assert next(t for t in books if t["out_trade_no"] == "T2")["cancel_action"] == "refund"
+    assert (await alipay.http.get("/_control/alipay/apps/2021999999999999/trades")).status_code == 404

@@ -354,3 +354,30 @@ async def test_pins_never_reach_the_event_log(ecard: Ecard) -> None:
 )
 def test_request_target_is_the_path_as_sent(scope: dict[str, object], target: str) -> None:
     assert request_target(scope) == target
+
+
+async def test_the_merchants_books_list_every_order_and_refund(ecard: Ecard) -> None:
+    await ecard.consume("ord_paid", 1000)
+    await ecard.post("refund", {"order_ref": "ord_paid", "refund_ref": "ref_1", "amount": 300})
+    await ecard.consume("ord_back", 700)
+    await ecard.post("refund", {"order_ref": "ord_back", "refund_ref": "ref_2", "amount": 100})
+    await ecard.post("reverse", {"order_ref": "ord_back"})
+    await ecard.consume("ord_declined", 900, "31000002")  # over bob's 500
+    await ecard.post("reverse", {"order_ref": "ord_never"})  # a reversal before any consume
+    books = (await ecard.client.get(f"/_control/ecard/merchants/{ecard.merchant}/orders")).json()
+    orders = {
+        o["order_ref"]: (o["status"], o["debited"], o["amount"], o["refunded"], o["reversed_amount"])
+        for o in books["orders"]
+    }
+    assert orders == {
+        "ord_paid": ("SUCCESS", True, 1000, 300, 0),
+        "ord_back": ("REVERSED", True, 700, 100, 600),
+        "ord_declined": ("FAILED", False, 900, 0, 0),
+        "ord_never": ("REVERSED", False, 0, 0, 0),
+    }
+    assert sorted((r["refund_ref"], r["order_ref"], r["amount"]) for r in books["refunds"]) == [
+        ("ref_1", "ord_paid", 300),
+        ("ref_2", "ord_back", 100),
+    ]
+    missing = await ecard.client.get("/_control/ecard/merchants/m_nobody/orders")
+    assert missing.status_code == 404
