@@ -88,6 +88,8 @@ ID_PREFIXES = {
     "whe": "endpoint_id",
 }
 HARVESTED = 50  # per kind: the pools stay small over a long run
+# Path parameters of these operations take their ids from a pool of their own.
+ID_KINDS = {("POST", "/v1/payments/{payment_id}/refunds"): {"payment_id": "refundable_payment_id"}}
 KEEP_GENERATED = {("PUT", "/v1/schools/{school_id}/providers/{adapter}"): {"adapter": {"ecard"}}}
 
 
@@ -231,6 +233,10 @@ def seed(base_url: str, t: Target) -> None:
                 )
                 if refund.status_code in (200, 201, 202):
                     t.add("refund_id", refund.json()["id"])
+            for _ in range(3):  # kept for the refunds operation: cancels would leave nothing to refund
+                paid = _signed(http, t, creds, "POST", "/v1/payments", _payment_body(t), idempotent=True)
+                if paid.status_code == 201 and paid.json()["status"] == "succeeded":
+                    t.add("refundable_payment_id", paid.json()["id"])
 
         for n in range(3):
             r = admin("POST", f"{school}/devices", {"name": f"spare {n}", "alg": "hmac-sha256"})
@@ -453,8 +459,10 @@ def after_call(context: Any, case: Any, response: Any) -> None:
     with _lock:
         t.stats[(operation, status, code)] += 1
         if operation == "POST /v1/schools" and status == 201 and isinstance(body, dict):
-            if len(t.school_keys) < HARVESTED:
-                t.school_keys[str(body.get("id"))] = str(body.get("api_key"))
+            t.school_keys[str(body.get("id"))] = str(body.get("api_key"))
+            while len(t.school_keys) > HARVESTED:  # the newest schools and, always, the seeded one
+                oldest = next(k for k in t.school_keys if k != t.school_id)
+                del t.school_keys[oldest]
         if 200 <= status < 300 and isinstance(body, dict):
             for key in ("id", "device_id", "key_id"):
                 value = body.get(key)
@@ -488,8 +496,9 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             meta is not None and meta.is_negative_at(ParameterLocation.PATH)
         ):
             kept = KEEP_GENERATED.get(operation, {})
+            kinds = ID_KINDS.get(operation, {})
             for name in list(case.path_parameters):
-                choices = [v for v in t.ids.get(name, []) if v not in kept.get(name, set())]
+                choices = [v for v in t.ids.get(kinds.get(name, name), []) if v not in kept.get(name, set())]
                 if choices and t.rng.random() < 0.8:
                     case.path_parameters[name] = t.rng.choice(choices)
         # Only into a valid body: a real id in an invalid one could make it valid, and then its
