@@ -296,13 +296,15 @@ class PaymentsMachine(RuleBasedStateMachine):
         if sent.status is None:  # its first try died with its process: this is the answer
             if r.status_code == 409 and r.json()["code"] == "idempotency_key_in_use":
                 return  # the dead process's claim has not run out yet
+            # what it had made, as it is now; or, had it made nothing yet, a first execution
             sent.answers_current_state = True
             assert r.status_code < 300 or sent.kind != "pay", r.text
             self._first_answer(sent, r)
             return
-        if not sent.answers_current_state:  # a final first answer: the same bytes again
+        if r.headers.get("idempotent-replayed") == "true" or not sent.answers_current_state:
+            # a final answer is stored: the same status and bytes again, marked as a replay
             assert (r.status_code, r.content) == (sent.status, sent.content), (sent, r.text)
-            assert r.headers.get("idempotent-replayed") == "true"
+            assert r.headers.get("idempotent-replayed") == "true", r.headers
             return
         assert r.status_code in (200, 202), r.text  # the resource as it is now
         body = r.json()
@@ -512,6 +514,32 @@ class PaymentsMachine(RuleBasedStateMachine):
         not yet), is started again on the same database, and recovery runs; the terminal then
         asks again with the same key. ``payer`` and ``amount`` are for a pay, ``pick`` chooses
         the payment for a cancel or a refund, ``then`` is how far the clock moves before recovery."""
+        self._crash(during, payer, amount, pick, then, hold="delay_after_apply" if applied else "delay")
+
+    @rule(
+        during=st.sampled_from(["pay", "cancel", "refund"]),
+        payer=PAYERS,
+        amount=AMOUNTS,
+        pick=PICK,
+        after_ms=st.integers(0, 60),
+    )
+    def killed_mid_request(self, during: str, payer: str, amount: int, pick: int, after_ms: int) -> None:
+        """The gateway dies ``after_ms`` into a request, wherever it is then: SIGKILLed by the long
+        run mid transaction or mid call; in-process at its next provider call, or once it has
+        answered."""
+        self._crash(during, payer, amount, pick, 4.0, after_ms=after_ms)
+
+    def _crash(
+        self,
+        during: str,
+        payer: str,
+        amount: int,
+        pick: int,
+        then: float,
+        *,
+        hold: str | None = None,
+        after_ms: int = 0,
+    ) -> None:
         if self.crashes >= self.world.crashes_per_run:
             return  # (a restart costs a fraction of a second: bounded in a bounded run)
         self.crashes += 1
@@ -541,22 +569,26 @@ class PaymentsMachine(RuleBasedStateMachine):
             if sent is not None:
                 if sent.kind == "pay":
                     await self._with_face_token(sent)
-                action = "delay_after_apply" if applied else "delay"
-                for operation in operations:
+                for operation in operations if hold is not None else ():
                     spec = {
                         "provider": provider,
                         "operation": operation,
-                        "action": action,
+                        "action": hold,
                         "delay_ms": 1_500,  # the gateway is dead long before that
                     }
                     rules.append(await self._fault(spec))
                 self.sent.append(sent)
                 task = asyncio.get_running_loop().create_task(self._call(sent))
-                await self._until_the_provider_holds(task, rules)
-                if task.done():  # answered before any call out (a refusal): nothing to cut short
+                if hold is not None:
+                    await self._until_the_provider_holds(task, rules)
+                else:
+                    await asyncio.wait({task}, timeout=after_ms / 1000)
+                if task.done():  # it answered first (a refusal, or it was that quick)
                     self._first_answer(sent, task.result())
                     task = None
-            await self.world.crash(task)
+            answer = await self.world.crash(task)
+            if answer is not None and sent is not None:  # it answered just before the end
+                self._first_answer(sent, answer)
             self.tally.crashes += 1
             for rule_id in rules:
                 await self.world.sandbox.delete(f"/_control/faults/{rule_id}")
@@ -626,7 +658,8 @@ class PaymentsMachine(RuleBasedStateMachine):
                 refunds[rid] = (await self.world.device.call("GET", f"/v1/refunds/{rid}")).json()
                 self._see_refund(refunds[rid])
             problems = disagreements(books, payments, refunds)
-            if not problems and not await self.world.pending():
+            unanswered = self.world.waits_out_key_locks and any(s.status is None for s in self.sent)
+            if not problems and not unanswered and not await self.world.pending():
                 break
             await self.world.recover(LONGEST_HOLD)
         assert not problems, "after recovery settled, the gateway and the providers disagree:\n" + "\n".join(

@@ -20,11 +20,15 @@ from hypothesis import Phase, seed, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from tests.property.machine import PaymentsMachine, Tally
+from tests.property.processes import ProcessWorld
 from tests.property.world import InProcessWorld, World
 
 # A longer run takes what it takes; the CI run keeps the suite's bound (pyproject: 120 s).
-LONG = any(os.environ.get(name) for name in ("CAMPUSPAY_PROPERTY_EXAMPLES", "CAMPUSPAY_PROPERTY_STEPS"))
-# Restarts per run (each costs a fraction of a second).
+LONG = any(
+    os.environ.get(name)
+    for name in ("CAMPUSPAY_PROPERTY_EXAMPLES", "CAMPUSPAY_PROPERTY_STEPS", "CAMPUSPAY_PROPERTY_LONG")
+)
+# Restarts per run in-process (each costs a fraction of a second); the SIGKILL run has no bound.
 CRASHES = int(os.environ.get("CAMPUSPAY_PROPERTY_CRASHES") or 3)
 pytestmark = pytest.mark.timeout(0 if LONG else 120)
 
@@ -93,3 +97,19 @@ def test_payments_keep_the_books_on_postgres(
         return InProcessWorld(postgres_url, Path(tempfile.mkdtemp(dir=tmp_path)), crashes_per_run=CRASHES)
 
     run_property(record_property, make, examples=2, steps=15, label="postgres")
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    os.environ.get("CAMPUSPAY_PROPERTY_LONG") != "1",
+    reason="the long run: a gateway process SIGKILLed at random steps; CAMPUSPAY_PROPERTY_LONG=1 "
+    "(docs/reliability.md, 'Property test')",
+)
+def test_payments_keep_the_books_across_sigkills(
+    record_property: Callable[[str, object], None], tmp_path: Path
+) -> None:
+    def make() -> World:
+        return ProcessWorld(Path(tempfile.mkdtemp(dir=tmp_path)))
+
+    tally = run_property(record_property, make, examples=10, steps=30, label="sigkill")
+    assert tally.crashes, "no gateway was killed: the run proved nothing about crashes"

@@ -56,7 +56,9 @@ class World(Protocol):
 
     async def start(self) -> None: ...
     async def face_token(self) -> str: ...
-    async def crash(self, inflight: asyncio.Task[Any] | None) -> None: ...
+    async def crash(self, inflight: asyncio.Task[httpx.Response] | None) -> httpx.Response | None:
+        """Kill the gateway and start it again; the answer ``inflight`` got before it died, if any."""
+
     async def recover(self, advance: float) -> None: ...
     async def pending(self) -> bool: ...
     async def drain(self) -> None:
@@ -114,6 +116,8 @@ class Network(httpx.AsyncBaseTransport):
         self.died: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.died.done():
+            raise ProcessDied("the gateway process died before it sent this request")
         await request.aread()
         delivery = asyncio.get_running_loop().create_task(self.inner.handle_async_request(request))
         self.at_providers.add(delivery)
@@ -227,14 +231,15 @@ class InProcessWorld:
             await asyncio.gather(self._worker, return_exceptions=True)  # ProcessDied, if it was calling
             self._worker = None
 
-    async def crash(self, inflight: asyncio.Task[Any] | None) -> None:
+    async def crash(self, inflight: asyncio.Task[httpx.Response] | None) -> httpx.Response | None:
         old = self.h
         assert old is not None and self.network is not None
         self.to_gateway.target = None  # from now on nothing reaches the old app
         self.network.kill()
         await self._stop_worker()
+        answer = None
         if inflight is not None:
-            await asyncio.gather(inflight, return_exceptions=True)  # ProcessDied, or its answer
+            (answer,) = await asyncio.gather(inflight, return_exceptions=True)  # ProcessDied, or its answer
         await self.to_gateway.idle()  # notifications being delivered into it finish first
         await self.stack.aclose()
         self.stack = AsyncExitStack()
@@ -244,6 +249,7 @@ class InProcessWorld:
         self.to_gateway.target = httpx.ASGITransport(app=new.app)
         await new.services.recovery.run_once(resume_all=True)  # what its start-up does
         self._start_worker()
+        return answer if isinstance(answer, httpx.Response) else None
 
     async def recover(self, advance: float) -> None:
         assert self.h is not None
