@@ -46,6 +46,8 @@ class PaymentView:
             f"payment {self.id} refunded {self.refunded} -> {refunded}"
         )
         self.refunded = refunded
+        if status == "canceled" and "succeeded" in self.statuses:  # CONTRACT.md, "Cancel"
+            assert refunded == self.amount, f"payment {self.id} paid, then canceled with {refunded} refunded"
 
 
 @dataclass

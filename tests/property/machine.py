@@ -191,6 +191,8 @@ class PaymentsMachine(RuleBasedStateMachine):
         for resource in r.json()["data"]:
             self._see_payment(resource)
         assert set(order.payments) == {p["id"] for p in r.json()["data"]}, (order, r.json())
+        live = [p["id"] for p in r.json()["data"] if p["status"] != "failed"]
+        assert len(live) <= 1, f"order {order.id} has more than one payment that is not failed: {live}"
 
     def _first_answer(self, sent: Sent, r: httpx.Response) -> None:
         """Record a money call's first answer and see what it says."""
@@ -384,6 +386,65 @@ class PaymentsMachine(RuleBasedStateMachine):
             else:
                 assert amount + low <= payment.amount, (r.text, amount, low)
             self._first_answer(sent, r)
+
+        self.run(work)
+
+    @rule(
+        pair=st.sampled_from(["one key twice", "two keys for one order", "cancel and refund", "two refunds"]),
+        payer=PAYERS,
+        amount=AMOUNTS,
+        pick=PICK,
+    )
+    def at_once(self, pair: str, payer: str, amount: int, pick: int) -> None:
+        """Two requests at the same moment (a terminal that retried too soon, two tills, a
+        cancel racing a refund): each answer is one a request alone could get, and the books
+        hold (checked after the step as after every step)."""
+        payment = self._pick(self.payments, pick)
+        if pair in ("cancel and refund", "two refunds") and payment is None:
+            pair = "two keys for one order"
+
+        async def work() -> None:
+            if pair in ("one key twice", "two keys for one order"):
+                order = self._new_order(payer, amount)
+                first = self._pay_request(order)
+                await self._with_face_token(first)
+                second = (
+                    first
+                    if pair == "one key twice"
+                    else Sent(**{**first.__dict__, "key": "k-" + secrets.token_hex(8)})
+                )
+            else:
+                assert payment is not None
+                left = payment.amount - sum(
+                    self.refunds[r].amount for r in payment.refunds if self.refunds[r].status != "failed"
+                )
+                first = (
+                    Sent.cancel(payment.id)
+                    if pair == "cancel and refund"
+                    else Sent.refund(payment.id, max(1, left))
+                )
+                second = Sent.refund(payment.id, max(1, left // 2 if pair == "cancel and refund" else left))
+                payment.cancel_asked = payment.cancel_asked or first.kind == "cancel"
+            for sent in {id(first): first, id(second): second}.values():
+                self.sent.append(sent)
+            answers = await asyncio.gather(self._call(first), self._call(second))
+            allowed = {
+                "pay": {"duplicate_order", "idempotency_key_in_use"},
+                "cancel": {"refund_in_progress", "not_cancelable", "cancel_window_closed"},
+                "refund": {"not_refundable", "refund_exceeds_amount"},
+            }
+            for sent, r in zip((first, second), answers, strict=True):
+                if r.status_code >= 400:
+                    assert r.status_code == 409 and r.json()["code"] in allowed[sent.kind], r.text
+                if r.status_code == 409 and r.json()["code"] == "idempotency_key_in_use":
+                    continue  # the other one is executing it: it has the answer
+                if sent.status is None or sent.status >= 400:
+                    self._first_answer(sent, r)
+                elif r.status_code < 300:  # the same key's other answer: the same thing
+                    assert r.json()["id"] == sent.resource_id, (sent, r.text)
+            if first.kind == "pay":
+                assert first.body is not None
+                await self._discover(self.orders[first.body["merchant_order_id"]])
 
         self.run(work)
 

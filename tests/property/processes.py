@@ -208,7 +208,8 @@ class ProcessWorld:
         return bool(await asyncio.to_thread(count))
 
     async def drain(self) -> None:
-        for _ in range(100):
+        """A moment for notifications under way (their retries run for hours: not waited for)."""
+        for _ in range(20):
             r = await self.sandbox.get("/_control/alipay/notify-faults")
             if not r.json()["pending_deliveries"]:
                 return

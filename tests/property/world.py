@@ -62,12 +62,7 @@ class World(Protocol):
     async def recover(self, advance: float) -> None: ...
     async def pending(self) -> bool: ...
     async def drain(self) -> None:
-        """Until the providers are done with what they were sent (late requests have landed)
-        and no notification is being delivered. A notification waiting for its next retry is
-        not waited for: its schedule runs for hours, and recovery does not need it."""
-        if self.at_providers:  # (not what the worker sends meanwhile: it never stops sending)
-            await asyncio.wait(set(self.at_providers), timeout=5)
-        await self.to_gateway.idle(within=5)
+        """Until what the providers were sent has landed and what they are notifying has arrived."""
 
     async def close(self) -> None: ...
 
@@ -279,14 +274,12 @@ class InProcessWorld:
         return bool(payments or refunds)
 
     async def drain(self) -> None:
-        """Until the providers are done with what they were sent (late requests land) and have
-        delivered their notifications (bounded: a notification the gateway refuses is retried
-        for hours)."""
-        notifier = self.sandbox_app.state.alipay.notifier
-        for _ in range(300):
-            if not notifier.pending and not self.at_providers:
-                return
-            await asyncio.sleep(0.01)
+        """Until the providers are done with what they were sent (late requests have landed)
+        and no notification is being delivered. A notification waiting for its next retry is
+        not waited for: its schedule runs for hours, and recovery does not need it."""
+        if self.at_providers:  # (not what the worker sends meanwhile: it never stops sending)
+            await asyncio.wait(set(self.at_providers), timeout=5)
+        await self.to_gateway.idle(within=5)
 
     async def close(self) -> None:
         self.to_gateway.target = None
