@@ -134,6 +134,7 @@ class Database:
         # parameter row, which holds amounts, card hashes and personal data.
         kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         self._writer = asyncio.Lock()  # SQLite: one write transaction of this process at a time
+        self._writer_task: asyncio.Task[Any] | None = None
         self.reader: AsyncEngine | None = None
         if self.dialect == "sqlite":
             path = parsed.database or ""
@@ -175,9 +176,17 @@ class Database:
         PostgreSQL it is an ordinary transaction."""
         try:
             if self.is_sqlite and not readonly:
+                task = asyncio.current_task()
+                if task is not None and task is self._writer_task:
+                    # waiting here would wait for ourselves, forever: fail loudly instead
+                    raise RuntimeError("a write transaction inside a write transaction of the same task")
                 async with self._writer:
-                    async with self._begun(self.sessionmaker) as session:
-                        yield session
+                    self._writer_task = task
+                    try:
+                        async with self._begun(self.sessionmaker) as session:
+                            yield session
+                    finally:
+                        self._writer_task = None
             else:
                 async with self._begun(self.read_sessionmaker if readonly else self.sessionmaker) as session:
                     yield session

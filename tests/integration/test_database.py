@@ -94,6 +94,30 @@ async def test_writers_of_one_process_queue_on_the_event_loop(tmp_path: Path) ->
         await db.dispose()
 
 
+async def test_a_write_transaction_nested_in_one_task_fails_at_once(tmp_path: Path) -> None:
+    """The writer lock is per process: a task that opened a second write transaction inside its
+    first would wait for itself forever (a CI run hung on exactly this). It fails instead, the
+    outer transaction rolls back, and the lock is free for the next writer."""
+    db = await _migrated(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        with pytest.raises(RuntimeError, match="inside a write transaction"):
+            async with db.transaction() as outer:
+                outer.add(School(id="sch_o", name="o", created_at=utcnow()))
+                await outer.flush()
+                async with asyncio.timeout(5):
+                    async with db.transaction():
+                        pass
+        assert await _schools(db) == 0
+        async with asyncio.timeout(5), db.transaction() as session:
+            session.add(School(id="sch_n", name="n", created_at=utcnow()))
+        async with asyncio.timeout(5), db.transaction() as session:  # reads inside a write are fine
+            async with db.transaction(readonly=True) as reader:
+                await reader.scalar(select(func.count()).select_from(School))
+        assert await _schools(db) == 1
+    finally:
+        await db.dispose()
+
+
 async def test_a_file_another_process_writes_is_waited_for_not_refused(tmp_path: Path) -> None:
     """Another "process" (a second Database on the same file, as a CLI command would be)
     holds the write lock; this one's write waits by sleeping and then succeeds."""
@@ -152,7 +176,9 @@ async def test_a_dead_pooled_connection_is_replaced_before_the_body_runs(postgre
         killer = Database(postgres_url)
         try:
             async with killer.transaction() as session:
-                await session.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                # with a timeout it waits until the backend is gone (PostgreSQL 14+); without one the
+                # next BEGIN could still reach the dying backend and the test would be flaky
+                await session.execute(text("SELECT pg_terminate_backend(:p, 10000)"), {"p": pid})
         finally:
             await killer.dispose()
         ran = 0

@@ -453,8 +453,9 @@ async def test_every_loss_report_counts_lost_found_and_lost_again(harness: Harne
         112: ("held_for_review", "card_lost_before_record"),
     }
     assert [d["amount"] for d in await harness.debits()] == [650]
-    async with harness.services.db.transaction() as session:
-        periods = await losses_of(session, [await _card_id(harness, "0001")])
+    card_id = await _card_id(harness, "0001")
+    async with harness.services.db.transaction(readonly=True) as session:
+        periods = await losses_of(session, [card_id])
     [history] = periods.values()
     assert [(lost - start, found and found - start) for lost, found in history] == [
         (timedelta(hours=-3), timedelta(hours=-2)),
