@@ -1,296 +1,428 @@
-"""Routing rules: the document a school stores, how a payment is matched, how a rule set is judged.
+"""RoutingService: a school's rule set (stored, versioned, validated on write) and the decision
+"which adapters, in which order, may take this payment -- and why".
 
-Pure: no database, no I/O. ``RoutingService`` (``gateway.payments.router``) feeds it the school's
-state (registry, configured providers, co-branded BINs) and the payment in hand.
-
-A document is an ordered list of rules; the first rule whose conditions all hold takes the
-payment and names its candidate adapters, in order. A payment no rule matches takes the default
-route (card: the funding source's adapter; face: the configured face adapter), which is also
-what a school with no rules at all gets. See docs/routing.md.
+The decision is made once per payment, before anything is committed, and recorded on the
+payment (``payments.routing``) and in its audit entry. Candidates are filtered by what the
+adapter can do (method, currency, amount limits), whether the school configured it, whether it
+reaches the payer's funding source, and its circuit breaker. See docs/routing.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from sqlalchemy import select
 
-__all__ = [
-    "FUNDING_KINDS",
-    "AdapterInfo",
-    "BreakerPolicy",
-    "Match",
-    "PaymentFacts",
-    "Reason",
-    "Rule",
-    "RuleSet",
-    "SchoolFacts",
-    "TimeWindow",
-    "first_match",
-    "funding_kind_for_card",
-    "rule_mismatch",
-    "strictest_code",
-    "validate_rules",
-]
+from adapters.registry import AdapterRegistry
+from gateway.errors import Unprocessable
+from gateway.payments.breaker import Breaker
+from gateway.payments.routing import (
+    AdapterInfo,
+    BreakerPolicy,
+    PaymentFacts,
+    Reason,
+    RuleSet,
+    SchoolFacts,
+    first_match,
+    strictest_code,
+    validate_rules,
+)
+from gateway.protection import audit
+from gateway.protection.crypto import Keyring
+from gateway.store.cache import SettingsCache
+from gateway.store.db import Database
+from gateway.store.models import Card, FundingSource, RoutingConfig, Store, utcnow
+from gateway.tenancy.funding import FundingService, Payer, is_co_branded
+from gateway.tenancy.providers import ProviderSettings
+from gateway.tenancy.service import card_fingerprint
 
-FUNDING_KINDS = ("ecard_account", "bank_agreement", "alipay_account")
-Method = Literal["card", "face"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TimeWindow(_Strict):
-    """Store-local wall-clock window; ``start`` > ``end`` wraps midnight. ``days`` are ISO
-    weekdays (1 = Monday); omitted means every day."""
-
-    start: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["11:00"])]
-    end: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["13:30"])]
-    days: Annotated[list[Annotated[int, Field(ge=1, le=7)]] | None, Field(max_length=7)] = None
-
-    def contains(self, local: datetime) -> bool:
-        if self.days is not None and local.isoweekday() not in self.days:
-            return False
-        now = local.time().replace(second=0, microsecond=0, tzinfo=None)
-        start, end = time.fromisoformat(self.start), time.fromisoformat(self.end)
-        if start <= end:
-            return start <= now < end
-        return now >= start or now < end
+__all__ = ["Decision", "Plan", "RoutingService", "StoredRules", "unrouted_failure"]
 
 
-class Rule(_Strict):
-    name: Annotated[str | None, Field(max_length=80)] = None
-    method: Method
-    card_bins: Annotated[
-        list[Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]] | None,
-        Field(max_length=100, description="Card number prefixes (card rules only)"),
-    ] = None
-    card_type: Annotated[
-        Literal["campus", "co_branded"] | None,
-        Field(description="campus: e-card account cards; co_branded: bank co-branded cards (by BIN)"),
-    ] = None
-    amount_min: Annotated[StrictInt | None, Field(ge=0, description="Inclusive, fen")] = None
-    amount_max: Annotated[StrictInt | None, Field(ge=0, description="Inclusive, fen")] = None
-    merchant_categories: Annotated[
-        list[Annotated[str, Field(max_length=40)]] | None, Field(max_length=50)
-    ] = None
-    time_window: TimeWindow | None = None
-    adapters: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=40)]],
-        Field(max_length=10, description="Candidate adapters, tried in this order"),
-    ]
-
-    @property
-    def catch_all(self) -> bool:
-        """Matches every payment of its method."""
-        return (
-            self.card_bins is None
-            and self.card_type is None
-            and self.amount_min is None
-            and self.amount_max is None
-            and self.merchant_categories is None
-            and self.time_window is None
-        )
-
-    def label(self, index: int) -> str:
-        return f"rules[{index}]" + (f" ({self.name})" if self.name else "")
-
-
-class BreakerPolicy(_Strict):
-    failure_threshold: Annotated[int, Field(ge=1, le=1000, description="Consecutive technical failures")] = 5
-    cooldown_seconds: Annotated[float, Field(ge=1, le=3600, description="Open this long, then half-open")] = (
-        30.0
-    )
-
-
-class RuleSet(_Strict):
-    rules: Annotated[list[Rule], Field(max_length=200)]
-    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> RuleSet:
-        names = [r.name for r in self.rules if r.name]
-        if len(names) != len(set(names)):
-            raise ValueError("rule names must be unique")
-        return self
+def unrouted_failure(decision: Decision) -> str:
+    """Why a payment with no usable candidate fails, for the payment and its dry run alike."""
+    if decision.method == "face" and not decision.candidates and not decision.skipped:
+        return "method_unavailable"  # no face provider at this school at all
+    if any(s["reason"].startswith("breaker open") for s in decision.skipped):
+        return "provider_unavailable"  # nothing was sent anywhere
+    if decision.default_route:
+        return "provider_not_configured"
+    return "no_route"
 
 
 @dataclass(frozen=True)
-class Reason:
-    """One thing wrong with a rule set."""
-
-    code: str  # unknown_adapter | adapter_not_configured | method_unsupported | funding_unreachable |
-    #            no_adapter | non_face_required | condition_invalid
-    message: str
-    rule: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "rule": self.rule, "message": self.message}
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    methods: frozenset[str]
-    funding: frozenset[str]
-    configured: bool
-
-
-@dataclass(frozen=True)
-class SchoolFacts:
-    """What validation needs to know about the school."""
-
-    adapters: dict[str, AdapterInfo]  # every registered adapter
-    co_branded_bins: Sequence[str] = ()
-    funding_in_use: frozenset[str] = frozenset({"ecard_account"})
-
-    @property
-    def face_on(self) -> bool:
-        return any("face" in a.methods and a.configured for a in self.adapters.values())
-
-
-@dataclass(frozen=True)
-class PaymentFacts:
-    method: str
-    amount: int
-    merchant_category: str
-    local_time: datetime
-    card_bin: str | None = None  # the leading digits of the card (never stored)
-    card_type: str | None = None  # campus | co_branded
-    funding: str | None = None  # the payer's funding source kind
+class StoredRules:
+    ruleset: RuleSet | None
+    version: int
+    updated_at: datetime | None
 
 
 @dataclass
-class Match:
-    index: int | None
-    rule: Rule | None
-    explanations: list[dict[str, Any]] = field(default_factory=list)
+class Decision:
+    method: str
+    funding: str | None
+    version: int
+    rule: int | None = None
+    rule_name: str | None = None
+    default_route: bool = False
+    candidates: list[str] = field(default_factory=list)  # usable, in order
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    breaker: dict[str, str] = field(default_factory=dict)
+    policy: BreakerPolicy = field(default_factory=BreakerPolicy)
 
-
-def funding_kind_for_card(card_no_or_bin: str, co_branded_bins: Sequence[str]) -> str:
-    return "bank_agreement" if any(card_no_or_bin.startswith(b) for b in co_branded_bins) else "ecard_account"
-
-
-def rule_mismatch(rule: Rule, p: PaymentFacts) -> str | None:
-    """Why ``rule`` does not take payment ``p`` (None: it does)."""
-    if rule.method != p.method:
-        return f"method is {p.method}, rule is for {rule.method}"
-    if rule.card_bins is not None:
-        if p.card_bin is None or not any(p.card_bin.startswith(b) for b in rule.card_bins):
-            return "card BIN not in card_bins"
-    if rule.card_type is not None and rule.card_type != p.card_type:
-        return f"card type is {p.card_type}, rule wants {rule.card_type}"
-    if rule.amount_min is not None and p.amount < rule.amount_min:
-        return f"amount {p.amount} below amount_min {rule.amount_min}"
-    if rule.amount_max is not None and p.amount > rule.amount_max:
-        return f"amount {p.amount} above amount_max {rule.amount_max}"
-    if rule.merchant_categories is not None and p.merchant_category not in rule.merchant_categories:
-        return f"merchant category {p.merchant_category!r} not in {rule.merchant_categories}"
-    if rule.time_window is not None and not rule.time_window.contains(p.local_time):
-        return f"store-local time {p.local_time:%a %H:%M} outside the time window"
-    return None
-
-
-def first_match(rules: Sequence[Rule], p: PaymentFacts) -> Match:
-    """The first rule that takes ``p``, with why every earlier rule did not."""
-    match = Match(None, None)
-    for i, rule in enumerate(rules):
-        why = rule_mismatch(rule, p)
-        match.explanations.append({"rule": i, "name": rule.name, "matched": why is None, "reason": why})
-        if why is None:
-            match.index, match.rule = i, rule
-            return match
-    return match
-
-
-def _kinds_matched(rule: Rule, facts: SchoolFacts) -> set[str]:
-    """The funding kinds of the cards a card rule can take."""
-    if rule.card_type == "co_branded":
-        return {"bank_agreement"}
-    if rule.card_type == "campus":
-        return {"ecard_account"}
-    if rule.card_bins is not None:
-        return {funding_kind_for_card(b, facts.co_branded_bins) for b in rule.card_bins}
-    return set(facts.funding_in_use)
-
-
-def _adapter_problems(rule: Rule, i: int, facts: SchoolFacts) -> tuple[list[Reason], list[str]]:
-    reasons: list[Reason] = []
-    usable: list[str] = []
-    label = rule.label(i)
-    for name in rule.adapters:
-        info = facts.adapters.get(name)
-        if info is None:
-            reasons.append(Reason("unknown_adapter", f"{label}: no adapter named {name!r}", i))
-        elif rule.method not in info.methods:
-            reasons.append(
-                Reason("method_unsupported", f"{label}: {name} does not take {rule.method} payments", i)
+    @property
+    def reason(self) -> str:
+        if self.default_route:
+            return (
+                "default route (no rules configured)"
+                if not self.version
+                else "no rule matched: default route"
             )
-        elif not info.configured:
-            reasons.append(
-                Reason("adapter_not_configured", f"{label}: {name} is not configured at this school", i)
+        return f"rule {self.rule}" + (f" ({self.rule_name})" if self.rule_name else "")
+
+    def record(self) -> dict[str, Any]:
+        """What is stored on the payment and in its audit entry."""
+        return {
+            "version": self.version,
+            "rule": self.rule,
+            "rule_name": self.rule_name,
+            "reason": self.reason,
+            "funding": self.funding,
+            "candidates": list(self.candidates),
+            "skipped": list(self.skipped),
+            "chosen": None,
+            "attempts": [],
+        }
+
+
+@dataclass
+class Plan:
+    card: Card | None
+    payer: Payer | None
+    decision: Decision
+    refusal: str | None  # the card's own refusal (unknown, lost, funding gone), before routing
+
+    @property
+    def student_id(self) -> str | None:
+        return self.card.student_id if self.card is not None else None
+
+
+class RoutingService:
+    def __init__(
+        self,
+        db: Database,
+        keyring: Keyring,
+        registry: AdapterRegistry,
+        funding: FundingService,
+        breaker: Breaker,
+        clock: Callable[[], datetime],
+        providers: ProviderSettings,
+    ) -> None:
+        self.db, self.keyring, self.registry, self.funding = db, keyring, registry, funding
+        self.providers = providers
+        self.breaker, self.clock = breaker, clock
+        self._rules: SettingsCache[str, StoredRules] = SettingsCache()
+
+    # the stored rule set ----------------------------------------------------------------
+
+    async def get(self, school_id: str) -> StoredRules:
+        """The school's rule set, cached up to 5 s (a change made here drops it at once)."""
+        fresh, stored = self._rules.fresh(school_id)
+        if fresh and stored is not None:
+            return stored
+        async with self.db.transaction(readonly=True) as session:
+            row = await session.get(RoutingConfig, school_id)
+        if row is None:
+            return self._rules.put(school_id, StoredRules(None, 0, None))
+        return self._rules.put(
+            school_id, StoredRules(RuleSet.model_validate(row.document), row.version, row.updated_at)
+        )
+
+    async def facts(self, school_id: str) -> SchoolFacts:
+        configured = await self.providers.configured(school_id)
+        async with self.db.transaction(readonly=True) as session:
+            bank_sources = await session.scalar(
+                select(FundingSource.id)
+                .where(FundingSource.school_id == school_id, FundingSource.kind == "bank_agreement")
+                .limit(1)
             )
-        else:
-            usable.append(name)
-    if len(set(rule.adapters)) != len(rule.adapters):
-        reasons.append(Reason("condition_invalid", f"{label}: an adapter is listed twice", i))
-    return reasons, usable
-
-
-def validate_rules(ruleset: RuleSet, facts: SchoolFacts) -> list[Reason]:
-    """Every reason this rule set must not be stored; empty means it is valid.
-
-    Beyond unknown and unusable adapters: every rule must leave at least one usable adapter for
-    the payments it takes (an empty card rule while face is on is COMPLIANCE rule 5,
-    ``non_face_required``), and card rules must reach the funding sources of the cards they take.
-    """
-    reasons: list[Reason] = []
-    face_on = facts.face_on
-    for i, rule in enumerate(ruleset.rules):
-        label = rule.label(i)
-        if rule.method == "face" and (rule.card_bins is not None or rule.card_type is not None):
-            reasons.append(
-                Reason("condition_invalid", f"{label}: card_bins/card_type apply to card rules only", i)
+        bins = await self.funding.card_bins(school_id)
+        adapters = {
+            name: AdapterInfo(
+                methods=self.registry.capabilities(name).methods,
+                funding=self.registry.capabilities(name).funding,
+                configured=name in configured,
             )
-        if rule.amount_min is not None and rule.amount_max is not None and rule.amount_min > rule.amount_max:
-            reasons.append(Reason("condition_invalid", f"{label}: amount_min is above amount_max", i))
-        problems, usable = _adapter_problems(rule, i, facts)
-        reasons.extend(problems)
-        if not usable:
-            if rule.method == "card" and face_on:
-                scope = "every card payment" if rule.catch_all else "the card payments it matches"
-                reasons.append(
-                    Reason(
-                        "non_face_required",
-                        f"{label} switches card payment off for {scope} while face payment is on "
-                        "(card must always remain available)",
-                        i,
-                    )
-                )
-            elif rule.method == "face" and not face_on:
-                pass  # face is off anyway; the adapter reasons above say why the rule is useless
+            for name in self._known(configured)
+        }
+        in_use = {"ecard_account"} | ({"bank_agreement"} if bins or bank_sources else set())
+        return SchoolFacts(adapters=adapters, co_branded_bins=bins, funding_in_use=frozenset(in_use))
+
+    async def validate(self, school_id: str, ruleset: RuleSet) -> list[Reason]:
+        return validate_rules(ruleset, await self.facts(school_id))
+
+    async def put(self, school_id: str, ruleset: RuleSet, actor: str) -> StoredRules:
+        reasons = await self.validate(school_id, ruleset)
+        if reasons:
+            raise Unprocessable(
+                strictest_code(reasons),
+                "; ".join(r.message for r in reasons),
+                reasons=[r.as_dict() for r in reasons],
+            )
+        document = ruleset.model_dump(mode="json", exclude_none=True)
+        async with self.db.transaction() as session:
+            row = await session.get(RoutingConfig, school_id, with_for_update=True)
+            if row is None:
+                row = RoutingConfig(school_id=school_id, document=document, version=1, updated_at=utcnow())
+                session.add(row)
             else:
-                reasons.append(
-                    Reason("no_adapter", f"{label} leaves {rule.method} payments without any adapter", i)
-                )
-            continue
-        if rule.method == "card":
-            for kind in sorted(_kinds_matched(rule, facts)):
-                if not any(kind in facts.adapters[name].funding for name in usable):
-                    reasons.append(
-                        Reason(
-                            "funding_unreachable",
-                            f"{label}: none of {usable} reaches {kind} funding sources, "
-                            "so those cards would have no adapter",
-                            i,
+                row.document, row.version, row.updated_at = document, row.version + 1, utcnow()
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="routing.updated",
+                object_type="school",
+                object_id=school_id,
+                data={"version": row.version, "rules": len(ruleset.rules)},
+            )
+        self._rules.drop(lambda key: key == school_id)
+        return StoredRules(ruleset, row.version, row.updated_at)
+
+    async def delete(self, school_id: str, actor: str) -> None:
+        async with self.db.transaction() as session:
+            row = await session.get(RoutingConfig, school_id, with_for_update=True)
+            if row is None:
+                return
+            await session.delete(row)
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="routing.deleted",
+                object_type="school",
+                object_id=school_id,
+                data={"version": row.version},
+            )
+        self._rules.drop(lambda key: key == school_id)
+
+    # the decision ------------------------------------------------------------------------
+
+    async def decide(
+        self,
+        school_id: str,
+        *,
+        method: str,
+        amount: int,
+        currency: str,
+        store: Store,
+        at: datetime,
+        default: list[str],
+        card_bin: str | None = None,
+        card_type: str | None = None,
+        funding: str | None = None,
+    ) -> Decision:
+        """Candidates for a new payment, in order, with the reason for every one left out.
+
+        Breakers are only *looked at* here (``peek``); the payment flow takes a half-open trial
+        with ``allow`` right before it commits an attempt."""
+        stored = await self.get(school_id)
+        policy = stored.ruleset.breaker if stored.ruleset else BreakerPolicy()
+        decision = Decision(method=method, funding=funding, version=stored.version, policy=policy)
+        names = default
+        if stored.ruleset is not None:
+            facts = PaymentFacts(
+                method=method,
+                amount=amount,
+                merchant_category=store.merchant_category,
+                local_time=at.astimezone(ZoneInfo(store.timezone)),
+                card_bin=card_bin,
+                card_type=card_type,
+                funding=funding,
+            )
+            match = first_match(stored.ruleset.rules, facts)
+            decision.rules = match.explanations
+            if match.rule is not None:
+                decision.rule, decision.rule_name = match.index, match.rule.name
+                names = list(match.rule.adapters)
+        decision.default_route = decision.rule is None
+        configured = await self.providers.configured(school_id)
+        for name in names:
+            why = self._unusable(name, method, amount, currency, funding, configured)
+            if why is None:
+                state = await self.breaker.peek(school_id, name, policy)
+                decision.breaker[name] = state
+                if state == "open":
+                    why = "breaker open: not called"
+            if why is None:
+                decision.candidates.append(name)
+            else:
+                decision.skipped.append({"adapter": name, "reason": why})
+        return decision
+
+    async def plan(
+        self,
+        school_id: str,
+        *,
+        method: str,
+        amount: int,
+        currency: str,
+        store: Store,
+        at: datetime,
+        card_no: str | None = None,
+        bin_prefix: str | None = None,
+    ) -> Plan:
+        """What a payment would do before any provider is asked: its card and payer, the funding
+        source, the route, and the refusal that ends it here if there is one. A payment is made
+        by this plan and the dry run shows it, so the two cannot disagree. Breakers are looked
+        at here; taking a half-open trial is the payment's own step (``take_candidate``)."""
+        configured = await self.providers.configured(school_id)
+        card: Card | None = None
+        payer: Payer | None = None
+        funding = card_type = refusal = None
+        default: list[str] = []
+        if method == "card":
+            if card_no is not None:
+                async with self.db.transaction(readonly=True) as session:  # the card and its payer, at once
+                    digest = card_fingerprint(self.keyring, school_id, card_no)
+                    card = (
+                        await session.execute(
+                            select(Card).where(Card.school_id == school_id, Card.card_hash == digest)
                         )
-                    )
-    return reasons
+                    ).scalar_one_or_none()
+                    if card is not None and card.status != "lost":
+                        payer = await self.funding.payer(
+                            school_id, card.funding_source_id, card.funding_adapter, session=session
+                        )
+            if card is not None:
+                if card.status == "lost":
+                    refusal = "card_reported_lost"  # COMPLIANCE rule 19: no provider is asked
+                elif payer is None:
+                    refusal = "funding_source_inactive"
+                else:
+                    funding, default = payer.kind, [payer.adapter]
+            else:
+                if card_no is not None:
+                    refusal = "card_unknown"
+                digits = card_no or bin_prefix or ""
+                funding = (
+                    "bank_agreement"
+                    if is_co_branded(digits, await self.funding.card_bins(school_id))
+                    else "ecard_account"
+                )
+                default = self._configured_for("card", configured, funding)
+            card_type = "co_branded" if funding == "bank_agreement" else "campus"
+        else:
+            default = self._configured_for("face", configured, None)
+        decision = await self.decide(
+            school_id,
+            method=method,
+            amount=amount,
+            currency=currency,
+            store=store,
+            at=at,
+            default=default,
+            card_bin=card_no or bin_prefix,
+            card_type=card_type,
+            funding=funding,
+        )
+        return Plan(card=card, payer=payer, decision=decision, refusal=refusal)
 
+    async def take_candidate(self, school_id: str, decision: Decision, start: int) -> str | None:
+        """The first candidate from ``start`` on whose breaker lets a new payment through (taking
+        the half-open trial if that is what it is); refused ones are recorded as skipped."""
+        for name in decision.candidates[start:]:
+            if await self.breaker.allow(school_id, name, decision.policy):
+                return name
+            decision.skipped.append({"adapter": name, "reason": "breaker open: not called"})
+        return None
 
-def strictest_code(reasons: Sequence[Reason]) -> str:
-    """The problem code a rejected rule set is answered with."""
-    return "non_face_required" if any(r.code == "non_face_required" for r in reasons) else "routing_invalid"
+    async def dry_run(
+        self,
+        school_id: str,
+        *,
+        method: str,
+        amount: int,
+        currency: str,
+        store: Store,
+        at: datetime,
+        card_no: str | None = None,
+        bin_prefix: str | None = None,
+    ) -> dict[str, Any]:
+        """Which adapter would take this payment, the candidates in order, and why each was kept
+        or skipped: the payment's own plan. Breakers are looked at, never tripped or trialled."""
+        plan = await self.plan(
+            school_id,
+            method=method,
+            amount=amount,
+            currency=currency,
+            store=store,
+            at=at,
+            card_no=card_no,
+            bin_prefix=bin_prefix,
+        )
+        decision = plan.decision
+        adapter = decision.candidates[0] if decision.candidates else None
+        refusal = plan.refusal
+        if refusal is None and adapter is None:
+            refusal = unrouted_failure(decision)
+        return {
+            "adapter": adapter,
+            "candidates": decision.candidates,
+            "skipped": decision.skipped,
+            "rule": decision.rule,
+            "rule_name": decision.rule_name,
+            "reason": decision.reason,
+            "default_route": decision.default_route,
+            "rules": decision.rules,
+            "breakers": decision.breaker,
+            "funding": decision.funding,
+            "version": decision.version,
+            "would_fail_with": refusal,
+        }
+
+    async def breakers(self, school_id: str) -> dict[str, str]:
+        stored = await self.get(school_id)
+        policy = stored.ruleset.breaker if stored.ruleset else BreakerPolicy()
+        configured = await self.providers.configured(school_id)
+        return {name: await self.breaker.peek(school_id, name, policy) for name in sorted(configured)}
+
+    def _configured_for(self, method: str, configured: set[str], funding: str | None) -> list[str]:
+        """The default route: every adapter this school configured that takes ``method`` (and
+        reaches ``funding``), registered order."""
+        return [
+            n
+            for n in self._known(configured)
+            if n in configured
+            and method in self.registry.capabilities(n).methods
+            and (funding is None or funding in self.registry.capabilities(n).funding)
+        ]
+
+    def _known(self, configured: set[str]) -> list[str]:
+        """Every registered adapter, and the instances (``ecard.backup``) this school configured."""
+        return sorted(set(self.registry) | {n for n in configured if n in self.registry})
+
+    def _unusable(
+        self, name: str, method: str, amount: int, currency: str, funding: str | None, configured: set[str]
+    ) -> str | None:
+        if name not in self.registry:
+            return "no such adapter"
+        caps = self.registry.capabilities(name)
+        if method not in caps.methods:
+            return f"does not take {method} payments"
+        if name not in configured:
+            return "not configured at this school"
+        if currency not in caps.currencies:
+            return f"does not take {currency}"
+        if not caps.min_amount <= amount <= caps.max_amount:
+            return f"amount outside {caps.min_amount}..{caps.max_amount}"
+        if funding is not None and funding not in caps.funding:
+            return f"does not reach the payer's funding source ({funding})"
+        return None
