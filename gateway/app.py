@@ -43,7 +43,7 @@ from gateway.payments.attention import AttentionQueue
 from gateway.payments.breaker import Breaker, FallbackBreaker, RedisBreaker, SqlBreaker
 from gateway.payments.recovery import RecoveryWorker
 from gateway.payments.resolver import Resolver
-from gateway.payments.router import RoutingService
+from gateway.payments.routing import RoutingService
 from gateway.payments.service import PaymentService
 from gateway.protection.auditlog import AuditLog
 from gateway.protection.consent import ConsentService

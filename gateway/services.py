@@ -19,7 +19,7 @@ from gateway.offline.service import OfflineService
 from gateway.outbound import NetworkAllowlists, Outbound
 from gateway.payments.attention import AttentionQueue
 from gateway.payments.recovery import RecoveryWorker
-from gateway.payments.router import RoutingService
+from gateway.payments.routing import RoutingService
 from gateway.payments.service import PaymentService
 from gateway.protection.auditlog import AuditLog
 from gateway.protection.consent import ConsentService

@@ -19,7 +19,7 @@ from gateway.api.schemas import (
     RoutingValidationOut,
 )
 from gateway.errors import Unprocessable
-from gateway.payments.routing import RuleSet, strictest_code
+from gateway.payments.rules import RuleSet, strictest_code
 
 __all__ = ["router"]
 

@@ -21,7 +21,7 @@ from typing import Generic, Protocol, TypeVar
 from redis.asyncio import Redis
 from sqlalchemy import update
 
-from gateway.payments.routing import BreakerPolicy
+from gateway.payments.rules import BreakerPolicy
 from gateway.store.db import Database
 from gateway.store.dialect import insert_ignore
 from gateway.store.models import CircuitBreaker

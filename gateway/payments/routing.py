@@ -20,7 +20,7 @@ from sqlalchemy import select
 from adapters.registry import AdapterRegistry
 from gateway.errors import Unprocessable
 from gateway.payments.breaker import Breaker
-from gateway.payments.routing import (
+from gateway.payments.rules import (
     AdapterInfo,
     BreakerPolicy,
     PaymentFacts,

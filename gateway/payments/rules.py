@@ -1,6 +1,6 @@
 """Routing rules: the document a school stores, how a payment is matched, how a rule set is judged.
 
-Pure: no database, no I/O. ``RoutingService`` (``gateway.payments.router``) feeds it the school's
+Pure: no database, no I/O. ``RoutingService`` (``gateway.payments.routing``) feeds it the school's
 state (registry, configured providers, co-branded BINs) and the payment in hand.
 
 A document is an ordered list of rules; the first rule whose conditions all hold takes the

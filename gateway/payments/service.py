@@ -35,7 +35,7 @@ from adapters.base import (
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.idempotency.service import Answer, Claim, IdempotencyService
 from gateway.payments.resolver import REVERSAL_BY_TERMINAL, Resolver
-from gateway.payments.router import Decision, RoutingService, unrouted_failure
+from gateway.payments.routing import Decision, RoutingService, unrouted_failure
 from gateway.payments.state import FAILURE_MESSAGES, face_token_failure, payment_resource
 from gateway.protection import audit
 from gateway.protection.consent import ConsentService

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from gateway.payments.routing import BreakerPolicy
+from gateway.payments.rules import BreakerPolicy
 from gateway.store.models import Card, CircuitBreaker, Payment
 from tests.face_helpers import setup_face
 from tests.harness import Harness

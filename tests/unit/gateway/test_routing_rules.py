@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from gateway.payments.routing import (
+from gateway.payments.rules import (
     AdapterInfo,
     PaymentFacts,
     RuleSet,
