@@ -58,6 +58,7 @@ from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
 from gateway.webhooks.delivery import WebhookDeliverer
 from gateway.webhooks.endpoints import WebhookEndpoints
+from gateway.webhooks.events import EventLog
 
 __all__ = ["StartupRefused", "build_services", "create_app", "describe", "load_keyring"]
 
@@ -318,6 +319,7 @@ async def build_services(
             seal_deadline=settings.audit_seal_deadline_seconds,
         ),
         webhook_endpoints=webhook_endpoints,
+        webhook_events=EventLog(db),
         webhooks=WebhookDeliverer(
             db,
             keyring,

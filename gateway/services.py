@@ -32,6 +32,7 @@ from gateway.tenancy.providers import ProviderSettings
 from gateway.tenancy.service import TenancyService
 from gateway.webhooks.delivery import WebhookDeliverer
 from gateway.webhooks.endpoints import WebhookEndpoints
+from gateway.webhooks.events import EventLog
 
 __all__ = ["Services"]
 
@@ -62,6 +63,7 @@ class Services:
     attention: AttentionQueue
     audit: AuditLog  # reading, verifying and sealing the audit chains (decision 0021)
     webhook_endpoints: WebhookEndpoints
+    webhook_events: EventLog  # GET …/events (issue 9)
     webhooks: WebhookDeliverer  # the outbox relay and delivery worker (issue 9)
     clock: Callable[[], datetime]
 

@@ -19,6 +19,8 @@ __all__ = [
     "DeviceOut",
     "DryRunIn",
     "DryRunOut",
+    "EventOut",
+    "EventPage",
     "FaceCredentialIn",
     "FundingSourceIn",
     "FundingSourceOut",
@@ -541,4 +543,21 @@ class WebhookEndpointCreated(WebhookEndpointOut):
 
 class WebhookEndpointPage(BaseModel):
     data: list[WebhookEndpointOut]
+    next_cursor: str | None
+
+
+class EventOut(BaseModel):
+    id: str = Field(description="`evt_…`; the `webhook-id` of every delivery of this event")
+    type: str
+    created_at: datetime
+    school_id: str
+    sequence: int = Field(description="Per school, in commit order, without gaps")
+    data: dict[str, Any] = Field(
+        description="Thin: ids, statuses, amounts and codes; `version` is the resource's version "
+        "(1 for its first event, one more for each later one): order one resource's events by it"
+    )
+
+
+class EventPage(BaseModel):
+    data: list[EventOut]
     next_cursor: str | None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
 from gateway.api.admin import _PROBLEMS, _actor
 from gateway.api.deps import AdminDep, ServicesDep
 from gateway.api.schemas import (
+    BIGINT_MAX,
+    EventPage,
     RotateSecretIn,
     WebhookEndpointCreated,
     WebhookEndpointIn,
@@ -17,6 +19,9 @@ from gateway.api.schemas import (
     WebhookEndpointPage,
     WebhookEndpointPatch,
 )
+from gateway.errors import Unprocessable
+from gateway.webhooks.events import EventFilter
+from gateway.webhooks.outbox import EVENT_TYPES
 
 __all__ = ["router"]
 
@@ -99,3 +104,27 @@ async def rotate_webhook_secret(
     return await services.webhook_endpoints.rotate_secret(
         school_id, endpoint_id, overlap=overlap, actor=_actor(admin)
     )
+
+
+@router.get("/v1/schools/{school_id}/events", response_model=EventPage, responses=_PROBLEMS)
+async def list_events(
+    school_id: str,
+    admin: AdminDep,
+    services: ServicesDep,
+    after_sequence: int = Query(0, ge=0, le=BIGINT_MAX, description="Events numbered above this"),
+    types: Annotated[
+        list[str] | None, Query(alias="type", max_length=20, description="Only these types (repeatable)")
+    ] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: int = Query(100, ge=1, le=100),
+    cursor: str | None = Query(None, max_length=20),
+) -> Any:
+    """The school's events in `sequence` order (commit order, no gaps): a receiver that was down
+    asks for those after the last `sequence` it handled and follows `next_cursor`."""
+    admin.require_school(school_id)
+    unknown = sorted(set(types or ()) - EVENT_TYPES)
+    if unknown:
+        raise Unprocessable("validation_error", f"type: unknown event types {unknown}")
+    where = EventFilter(after_sequence, tuple(sorted(set(types or ()))), created_after, created_before)
+    return await services.webhook_events.page(school_id, where, limit=limit, cursor=cursor)

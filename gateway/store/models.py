@@ -395,6 +395,7 @@ class OutboxEvent(Base):
     __table_args__ = (
         Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),
         Index("ix_outbox_school_sequence", "school_id", "sequence", unique=True),
+        Index("ix_outbox_resource", "resource_id", "resource_version"),
         Index(
             "ix_outbox_unsequenced",
             "created_at",
@@ -412,6 +413,9 @@ class OutboxEvent(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)  # unused since 0010
     sequence: Mapped[int | None] = mapped_column(BigInteger, default=None)
     relayed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # what the event is about (set by emit) and its version (set by the relay, per resource)
+    resource_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    resource_version: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class WebhookEndpoint(Base):

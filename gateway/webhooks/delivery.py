@@ -50,7 +50,7 @@ from gateway.store.models import OutboxEvent, WebhookAttempt, WebhookDelivery, W
 from gateway.webhooks.endpoints import WebhookEndpoints
 from gateway.webhooks.outbox import emit
 
-__all__ = ["LEASE", "WebhookDeliverer", "event_body"]
+__all__ = ["LEASE", "WebhookDeliverer", "event_body", "event_document"]
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)  # > the attempt's time limit: a lease never runs out mid-attempt
@@ -60,17 +60,22 @@ JITTER = 0.1
 _RELAY_LOCK = int.from_bytes(hashlib.sha256(b"campuspay-webhook-relay").digest()[:8], "big", signed=True)
 
 
-def event_body(event: OutboxEvent) -> str:
-    """The JSON every endpoint receives for ``event`` (CONTRACT.md, "Events and webhooks")."""
-    body = {
+def event_document(event: OutboxEvent) -> dict[str, Any]:
+    """An event as endpoints receive it and ``GET …/events`` lists it (CONTRACT.md, "Events and
+    webhooks"); ``data.version`` is the resource's version (see ``relay``)."""
+    return {
         "id": event.id,
         "type": event.event_type,
         "created_at": event.created_at.isoformat(),
         "school_id": event.school_id,
         "sequence": event.sequence,
-        "data": event.payload.get("data", {}),
+        "data": {**event.payload.get("data", {}), "version": event.resource_version},
     }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_body(event: OutboxEvent) -> str:
+    """The JSON every endpoint receives for ``event``."""
+    return json.dumps(event_document(event), separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,15 @@ class WebhookDeliverer:
                 .group_by(OutboxEvent.school_id)
             )
             last: dict[str, int | None] = {school: number for school, number in highest}
+            resources = sorted({e.resource_id for e in events if e.resource_id is not None})
+            versions: dict[str, int | None] = {}
+            if resources:
+                found = await session.execute(
+                    select(OutboxEvent.resource_id, func.max(OutboxEvent.resource_version))
+                    .where(OutboxEvent.resource_id.in_(resources))
+                    .group_by(OutboxEvent.resource_id)
+                )
+                versions = {resource: version for resource, version in found if resource is not None}
             endpoints = list(
                 (
                     await session.execute(
@@ -163,6 +177,11 @@ class WebhookDeliverer:
                 number = (last.get(event.school_id) or 0) + 1
                 last[event.school_id] = number
                 event.sequence, event.relayed_at = number, now
+                if event.resource_id is not None:
+                    # A resource's changes lock its row, so they commit, and are relayed, in the
+                    # order they were made: numbering here orders them for the receiver.
+                    version = (versions.get(event.resource_id) or 0) + 1
+                    versions[event.resource_id] = event.resource_version = version
                 for endpoint in endpoints:
                     if endpoint.school_id != event.school_id:
                         continue
