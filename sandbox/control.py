@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.types import ASGIApp
 
 from sandbox.faults import (
+    BILL_ACTIONS,
     ConnectionBreaker,
     FaultEffect,
     FaultRule,
@@ -69,6 +70,7 @@ class Provider(Protocol):
     operations: frozenset[str]  # names fault rules may target, besides "*"
     actions: frozenset[str]  # the fault actions its rules may take (sandbox.faults.FaultAction)
     query_operations: frozenset[str]  # the operations a query_lag rule may target
+    bill_operations: frozenset[str]  # the operations a bill_* rule may target (its bills)
     app: ASGIApp  # mounted at /{name}
 
     def control_router(self) -> APIRouter | None: ...
@@ -180,6 +182,8 @@ class ControlPlane:
         for rule in list(self._faults.values()):
             if rule.provider != provider or rule.operation not in ("*", operation):
                 continue
+            if rule.action in BILL_ACTIONS:
+                continue  # taken by take_bill_faults when the bill is made
             if rule.action == "query_lag" and operation not in self.providers[provider].query_operations:
                 continue
             wanted = rule.match.model_dump(exclude_none=True) if rule.match else {}
@@ -191,6 +195,20 @@ class ControlPlane:
                 del self._faults[rule.id]
             return rule
         return None
+
+    def take_bill_faults(self, provider: str, operation: str) -> list[FaultRule]:
+        """Every bill_* rule hitting this bill (oldest first), one use of each consumed: a bill
+        can be wrong in several ways at once."""
+        taken = []
+        for rule in list(self._faults.values()):
+            if rule.provider != provider or rule.action not in BILL_ACTIONS or rule.operation != operation:
+                continue
+            if not rule.fires():
+                continue
+            if rule.used_up:
+                del self._faults[rule.id]
+            taken.append(rule)
+        return taken
 
     # --- reset -------------------------------------------------------------------------------
     async def reset(self) -> None:
@@ -239,6 +257,9 @@ def control_router(control: ControlPlane) -> APIRouter:
         if spec.action not in provider.actions:
             known = sorted(provider.actions)
             raise HTTPException(422, f"{spec.provider} has no action {spec.action!r}; known: {known}")
+        if spec.action in BILL_ACTIONS and spec.operation not in provider.bill_operations:
+            known = sorted(provider.bill_operations)
+            raise HTTPException(422, f"{spec.action} targets a bill operation: one of {known}")
         if spec.action == "query_lag" and spec.operation not in provider.query_operations:
             known = sorted(provider.query_operations)
             raise HTTPException(422, f"query_lag targets a query operation: one of {known}")

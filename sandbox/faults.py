@@ -39,8 +39,16 @@ FaultAction = Literal[
     "throttle_429",
     "unavailable_503",
     "query_lag",
+    "bill_late",
+    "bill_partial",
+    "bill_row_missing",
+    "bill_amount_changed",
+    "bill_extra_row",
 ]
 ALL_ACTIONS: frozenset[str] = frozenset(FaultAction.__args__)  # type: ignore[attr-defined]
+# Rules with these actions change a day's bill, not a request: they target a provider's bill
+# operation only, are never taken by take_fault, and are applied together by sandbox/bills.py.
+BILL_ACTIONS: frozenset[str] = frozenset(a for a in ALL_ACTIONS if a.startswith("bill_"))
 
 # Defaults when a rule gives no delay_ms: "hang" is long enough that any sane client times out;
 # for 429/503 it is the Retry-After; for query_lag how long an applied operation stays unseen.
@@ -206,7 +214,7 @@ def fault_effect(action: str, delay_ms: int | None) -> FaultEffect:
         ),
         "query_lag": FaultEffect(lag_s=seconds),
     }
-    return effects[action]
+    return effects.get(action, FaultEffect())  # bill actions change no request
 
 
 class ConnectionBreaker(Protocol):

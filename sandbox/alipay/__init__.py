@@ -49,6 +49,7 @@ class AlipayProvider:
     operations = frozenset(METHODS)  # fault rules name the OpenAPI method, e.g. "alipay.trade.pay"
     actions = ALL_ACTIONS
     query_operations = frozenset({"alipay.trade.query"})
+    bill_operations = frozenset({"alipay.data.dataservice.bill.downloadurl.query"})
 
     def __init__(
         self,

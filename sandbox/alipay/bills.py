@@ -1,9 +1,11 @@
 # ruff: noqa: RUF001  (full-width punctuation is part of Alipay's own strings)
-"""The trade bill behind alipay.data.dataservice.bill.downloadurl.query, in Alipay's layout.
+"""The bills behind alipay.data.dataservice.bill.downloadurl.query, in Alipay's layout.
 
-Alipay serves a zip holding two GBK-encoded CSV files, the detail list (业务明细) and the
-summary (业务明细(汇总)), each framed by ``#`` comment lines. The layout here follows published
-samples as closely as could be told; docs/alipay-sandbox.md says what is known and what is not.
+``trade``: a zip holding two GBK-encoded CSV files, the detail list (业务明细) and the summary
+(业务明细(汇总)), each framed by ``#`` comment lines. ``signcustomer``: the account's ledger
+(账务明细), one line per money movement with a running balance, and its summary. The layouts
+follow published samples as closely as could be told; docs/alipay-sandbox.md says what is known
+and what is not. Bill faults (sandbox/bills.py) change the rows before either file is written.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import csv
 import io
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from sandbox.alipay import wire
 from sandbox.alipay.state import AlipayState, App, Trade
+from sandbox.bills import BillFaults
 
 DETAIL_HEADER = [
     "支付宝交易号",
@@ -70,6 +73,17 @@ class Row:
     at: float
     received: int  # fen the merchant got: positive for a payment, negative for a refund
     request_no: str
+    total: int  # the order amount shown (the trade's, unless a bill fault changed the row)
+
+    def plus_one_fen(self) -> Row:
+        more = 1 if self.received >= 0 else -1
+        return replace(self, received=self.received + more, total=self.total + (more if more > 0 else 0))
+
+    def renamed(self, reference: str) -> Row:
+        trade = replace(
+            self.trade, out_trade_no=reference, trade_no=f"{self.trade.trade_no[:13]}{reference[-15:]}"
+        )
+        return replace(self, trade=trade)
 
 
 def _chinese(moment: datetime) -> str:
@@ -84,13 +98,24 @@ def _rows(state: AlipayState, app: App, first: date, last: date) -> Iterator[Row
         if trade.app_id != app.app_id:
             continue
         if trade.paid_at is not None and within(trade.paid_at):
-            yield Row(trade, "交易", trade.paid_at, trade.total, "")
+            yield Row(trade, "交易", trade.paid_at, trade.total, "", trade.total)
         refunds = list(trade.refunds.values())
         if trade.cancel_refund is not None:
             refunds.append(trade.cancel_refund)
         for refund in refunds:
             if within(refund.at):
-                yield Row(trade, "退款", refund.at, -refund.amount, refund.out_request_no)
+                yield Row(trade, "退款", refund.at, -refund.amount, refund.out_request_no, trade.total)
+
+
+def day_rows(state: AlipayState, app: App, first: date, last: date, faults: BillFaults) -> list[Row]:
+    """The rows of the days first..last (Beijing time) in time order, as the faults make them."""
+    rows = sorted(_rows(state, app, first, last), key=lambda r: r.at)
+    return faults.apply(
+        rows,
+        reference=lambda r: r.trade.out_trade_no,
+        plus_one_fen=Row.plus_one_fen,
+        renamed=Row.renamed,
+    )
 
 
 def _detail_line(row: Row) -> list[str]:
@@ -108,7 +133,7 @@ def _detail_line(row: Row) -> list[str]:
         "",
         trade.terminal_id or "",
         f"138****{trade.buyer_id[-4:]}" if trade.buyer_id else "",
-        wire.yuan(trade.total),
+        wire.yuan(row.total),
         wire.yuan(row.received),
         ZERO,
         ZERO,
@@ -132,15 +157,27 @@ def _csv(lines: list[list[str]]) -> str:
     return out.getvalue()
 
 
-def trade_bill(state: AlipayState, app: App, first: date, last: date, now: float) -> tuple[str, bytes]:
-    """(zip filename, zip bytes) of the app's trade bill for the days first..last (Beijing time)."""
-    rows = sorted(_rows(state, app, first, last), key=lambda r: r.at)
+def _frame(app: App, first: date, last: date, now: float) -> tuple[str, str, str, str]:
     account = f"{app.seller_id}0156"
     label = first.strftime("%Y%m%d") if first == last else first.strftime("%Y%m")
     start = datetime.combine(first, datetime.min.time())
     end = datetime.combine(last + timedelta(days=1), datetime.min.time())
     period = f"#起始日期：[{_chinese(start)}]   终止日期：[{_chinese(end)}]"
     exported = f"#导出时间：[{_chinese(wire.beijing(now).replace(tzinfo=None))}]"
+    return account, label, period, exported
+
+
+def _zip(account: str, label: str, files: dict[str, str]) -> tuple[str, bytes]:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for suffix, text in files.items():
+            archive.writestr(f"{account}_{label}_{suffix}.csv", text.encode("gbk", "replace"))
+    return f"{account}_{label}.csv.zip", buffer.getvalue()
+
+
+def trade_bill(app: App, rows: list[Row], first: date, last: date, now: float) -> tuple[str, bytes]:
+    """(zip filename, zip bytes) of the app's trade bill for the days first..last (Beijing time)."""
+    account, label, period, exported = _frame(app, first, last, now)
 
     paid = [r for r in rows if r.kind == "交易"]
     refunded = [r for r in rows if r.kind == "退款"]
@@ -177,7 +214,7 @@ def trade_bill(state: AlipayState, app: App, first: date, last: date, now: float
             "",
             str(len(payments)),
             str(len(group) - len(payments)),
-            wire.yuan(sum(r.trade.total for r in payments)),
+            wire.yuan(sum(r.total for r in payments)),
             wire.yuan(net),
             ZERO,
             ZERO,
@@ -206,8 +243,99 @@ def trade_bill(state: AlipayState, app: App, first: date, last: date, now: float
     )
     summary += EOL
 
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(f"{account}_{label}_业务明细.csv", detail.encode("gbk", "replace"))
-        archive.writestr(f"{account}_{label}_业务明细(汇总).csv", summary.encode("gbk", "replace"))
-    return f"{account}_{label}.csv.zip", buffer.getvalue()
+    return _zip(account, label, {"业务明细": detail, "业务明细(汇总)": summary})
+
+
+LEDGER_HEADER = [
+    "账务流水号",
+    "业务流水号",
+    "商户订单号",
+    "商品名称",
+    "发生时间",
+    "对方账号",
+    "收入金额（+元）",
+    "支出金额（-元）",
+    "账户余额（元）",
+    "交易渠道",
+    "业务类型",
+    "备注",
+]
+
+
+def signcustomer_bill(app: App, rows: list[Row], first: date, last: date, now: float) -> tuple[str, bytes]:
+    """(zip filename, zip bytes) of the account's ledger (账务明细) for the days first..last: one
+    line per money movement, income or outgo, with the balance after it (from zero: the sandbox
+    keeps no opening balance)."""
+    account, label, period, exported = _frame(app, first, last, now)
+    balance = 0
+    lines = []
+    for number, row in enumerate(rows, 1):
+        balance += row.received
+        business = row.trade.trade_no if row.kind == "交易" else f"{row.trade.trade_no}_{row.request_no}"
+        lines.append(
+            [
+                f"{wire.beijing(row.at).strftime('%Y%m%d')}{number:012d}\t",
+                f"{business}\t",
+                f"{row.trade.out_trade_no}\t",
+                row.trade.subject,
+                wire.beijing_time(row.at),
+                f"138****{row.trade.buyer_id[-4:]}" if row.trade.buyer_id else "",
+                wire.yuan(row.received) if row.received >= 0 else ZERO,
+                wire.yuan(row.received) if row.received < 0 else ZERO,
+                wire.yuan(balance),
+                "支付宝",
+                "在线支付" if row.kind == "交易" else "交易退款",
+                f"{row.request_no}" if row.request_no else "",
+            ]
+        )
+    income = [r.received for r in rows if r.received >= 0]
+    outgo = [r.received for r in rows if r.received < 0]
+    detail = EOL.join(
+        [
+            "#支付宝账务明细查询",
+            f"#账号：[{account}]",
+            period,
+            "#-----------------------------------------账务明细列表----------------------------------------",
+        ]
+    )
+    detail += EOL + _csv([LEDGER_HEADER, *lines])
+    detail += EOL.join(
+        [
+            "#-----------------------------------------账务明细列表结束------------------------------------",
+            f"#支出合计：{len(outgo)}笔，共{wire.yuan(sum(outgo))}元",
+            f"#收入合计：{len(income)}笔，共{wire.yuan(sum(income))}元",
+            exported,
+        ]
+    )
+    detail += EOL
+    summary = EOL.join(
+        [
+            "#支付宝账务汇总查询",
+            f"#账号：[{account}]",
+            period,
+            "#-----------------------------------------账务汇总列表----------------------------------------",
+        ]
+    )
+    summary += EOL + _csv(
+        [
+            ["收入笔数", "收入金额（+元）", "支出笔数", "支出金额（-元）", "期末余额（元）"],
+            [
+                str(len(income)),
+                wire.yuan(sum(income)),
+                str(len(outgo)),
+                wire.yuan(sum(outgo)),
+                wire.yuan(balance),
+            ],
+        ]
+    )
+    summary += EOL.join(
+        [
+            "#-----------------------------------------账务汇总列表结束------------------------------------",
+            exported,
+        ]
+    )
+    summary += EOL
+    return _zip(account, label, {"账务明细": detail, "账务明细(汇总)": summary})
+
+
+BILLS = {"trade": trade_bill, "signcustomer": signcustomer_bill}

@@ -23,6 +23,7 @@ from sandbox.alipay.keys import ALIPAY_PUBLIC_KEY_PEM
 from sandbox.alipay.notify import AlipayNotifier
 from sandbox.alipay.state import AlipayState, App
 from sandbox.alipay.trades import Call, Invalid, Outcome
+from sandbox.bills import BillFaults
 from sandbox.control import ControlPlane
 from sandbox.faults import FaultEffect, fault_effect, faulted
 
@@ -150,6 +151,8 @@ class AlipayGateway:
                 action=rule.action,
             )
         call = Call(self.state, app, self.directory, 0.0, params, biz, base_url)
+        if method == trades.BILL_METHOD:
+            call.faults = BillFaults.take(self.control, PROVIDER, method, app_id)
         if effect is None:
             outcome = await self.apply(method, call)
             return self.respond(node, outcome.body, app, corrupt=outcome.corrupt_sign)
@@ -230,6 +233,8 @@ def create_alipay_app(gateway: AlipayGateway) -> FastAPI:
     @app.get("/bills/{token}/{filename}", summary="A bill file, as linked by bill_download_url")
     async def bill(token: str, filename: str) -> Response:
         found = gateway.state.bills.get(token)
+        if found is not None and gateway.control.now(PROVIDER) > found.expires_at:
+            return PlainTextResponse("this bill link has expired: ask for a new one", status_code=403)
         if found is None:
             return PlainTextResponse(
                 "no such bill (the sandbox was reset, or the link is wrong)", status_code=404

@@ -81,6 +81,7 @@ class Trade:
 class Bill:
     filename: str
     content: bytes
+    expires_at: float  # sandbox clock: the link answers 403 afterwards, like Alipay's
 
 
 @cache
@@ -153,7 +154,10 @@ class AlipayState:
         self.by_trade_no[trade.trade_no] = trade
         return trade
 
-    def add_bill(self, filename: str, content: bytes) -> str:
+    def add_bill(self, filename: str, content: bytes, expires_at: float) -> str:
         token = secrets.token_urlsafe(18)
-        self.bills[token] = Bill(filename, content)
+        # Expired links are forgotten as new ones are made: a long run must not keep every file.
+        self.bills = {t: b for t, b in self.bills.items() if b.expires_at >= expires_at - 60} | {
+            token: Bill(filename, content, expires_at)
+        }
         return token

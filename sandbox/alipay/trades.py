@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sandbox.alipay import bills, wire
 from sandbox.alipay.state import AlipayState, App, Refund, Trade, new_trade_no
+from sandbox.bills import BillFaults
 from sandbox.testvalues import alipay_magic_amount
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class Call:
     biz: dict[str, Any]  # biz_content, parsed
     base_url: str  # where this sandbox Alipay is reachable, for bill URLs
     hide_recorded_after: float | None = None  # query_lag: trades created later are not found yet
+    faults: BillFaults | None = None  # the bill method: the bill_* rules hitting this bill
 
 
 def fail(sub_code: str, detail: str | None = None, code: str = "40004", **fields: Any) -> dict[str, Any]:
@@ -709,12 +711,16 @@ def ftoken_query(call: Call) -> Outcome:
 # --- alipay.data.dataservice.bill.downloadurl.query ---------------------------------------------
 
 
+BILL_METHOD = "alipay.data.dataservice.bill.downloadurl.query"
+BILL_URL_LIFETIME_S = 30  # Alipay's bill_download_url expires 30 seconds after it is issued
+
+
 def bill_url(call: Call) -> Outcome:
     bill_type = text(call.biz, "bill_type", required=True, max_len=32)
     bill_date = text(call.biz, "bill_date", required=True, max_len=10)
-    assert bill_date is not None
-    if bill_type != "trade":
-        raise Invalid("sandbox: only bill_type=trade is served")
+    assert bill_type is not None and bill_date is not None
+    if bill_type not in bills.BILLS:
+        raise Invalid(f"sandbox: bill_type is one of {sorted(bills.BILLS)}")
     try:
         if len(bill_date) == 7:
             first = datetime.strptime(bill_date, "%Y-%m").date()
@@ -726,8 +732,12 @@ def bill_url(call: Call) -> Outcome:
     today = wire.beijing(call.now).date()
     if last >= today:
         return Outcome(fail("isp.bill_not_exist", "sandbox: a day's bill exists from the next day on"))
-    filename, content = bills.trade_bill(call.state, call.app, first, last, call.now)
-    token = call.state.add_bill(filename, content)
+    assert call.faults is not None
+    if call.faults.late:
+        return Outcome(fail("isp.bill_not_exist", "sandbox: this bill is late (bill_late fault)"))
+    rows = bills.day_rows(call.state, call.app, first, last, call.faults)
+    filename, content = bills.BILLS[bill_type](call.app, rows, first, last, call.now)
+    token = call.state.add_bill(filename, content, call.now + BILL_URL_LIFETIME_S)
     url = f"{call.base_url.rstrip('/')}/bills/{token}/{filename}"
     event = ("alipay.bill", {"bill_date": bill_date, "bill_type": bill_type, "bytes": len(content)})
     return Outcome(wire.result("10000", bill_download_url=url), [event])
@@ -763,7 +773,7 @@ METHODS: dict[str, tuple[Handler, Family]] = {
     "alipay.trade.refund": (refund, "trade"),
     "alipay.trade.fastpay.refund.query": (refund_query, "trade"),
     "zoloz.authentication.customer.ftoken.query": (ftoken_query, "other"),
-    "alipay.data.dataservice.bill.downloadurl.query": (bill_url, "other"),
+    BILL_METHOD: (bill_url, "other"),
     "alipay.commerce.educate.facefeature.delete": (facefeature_delete, "other"),
 }
 

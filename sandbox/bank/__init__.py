@@ -54,6 +54,7 @@ class BankProvider:
     operations = OPERATIONS  # agreement, consume, void, refund, query
     actions = ALL_ACTIONS
     query_operations = frozenset({"query"})
+    bill_operations = frozenset({"file_transfer"})
 
     def __init__(self, control: ControlPlane, notify_client: httpx.AsyncClient | None = None) -> None:
         self.control = control

@@ -14,10 +14,11 @@ from typing import Any, Literal
 from fastapi import FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.bank import wire
+from sandbox.bank import settlement, wire
 from sandbox.bank.ledger import RESP_MSG, Ledger, Outcome, parse_token_data
 from sandbox.bank.notify import BankNotifier
 from sandbox.bank.state import BankState, Merchant, Txn, beijing
+from sandbox.bills import BillFaults
 from sandbox.control import ControlPlane
 from sandbox.faults import FaultEffect, fault_effect, faulted
 from sandbox.testvalues import BANK_TR_ID, bank_magic_amount
@@ -25,6 +26,7 @@ from sandbox.testvalues import BANK_TR_ID, bank_magic_amount
 PROVIDER = "bank"
 BACK_TRANS_PATH = "/gateway/api/backTransReq.do"
 QUERY_PATH = "/gateway/api/queryTrans.do"
+FILE_PATH = "/gateway/api/fileTransRequest.do"
 
 # (txnType, txnSubType, bizType) → operation name (also the fault-rule operation)
 BACK_TRANS_OPERATIONS = {
@@ -34,7 +36,10 @@ BACK_TRANS_OPERATIONS = {
     ("04", "00", "000902"): "refund",
 }
 QUERY_OPERATIONS = {("00", "00", "000000"): "query"}
-OPERATIONS = frozenset({*BACK_TRANS_OPERATIONS.values(), *QUERY_OPERATIONS.values()})
+FILE_OPERATIONS = {("76", "01", "000000"): "file_transfer"}  # the settlement file (settlement.py)
+OPERATIONS = frozenset(
+    {*BACK_TRANS_OPERATIONS.values(), *QUERY_OPERATIONS.values(), *FILE_OPERATIONS.values()}
+)
 
 COMMON_REQUIRED = ("version", "encoding", "merId", "txnType", "txnSubType", "bizType", "accessType")
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -43,6 +48,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "void": ("channelType", "orderId", "txnTime", "origQryId", "txnAmt", "currencyCode", "backUrl"),
     "refund": ("channelType", "orderId", "txnTime", "origQryId", "txnAmt", "currencyCode", "backUrl"),
     "query": ("orderId", "txnTime"),
+    "file_transfer": ("txnTime", "settleDate", "fileType"),
 }
 ECHO = (
     "version",
@@ -59,6 +65,8 @@ ECHO = (
     "currencyCode",
     "origQryId",
     "reqReserved",
+    "settleDate",
+    "fileType",
 )
 NOTIFY_ECHO = tuple(k for k in ECHO if k != "origQryId")
 PATTERNS = {
@@ -69,6 +77,8 @@ PATTERNS = {
     "accNo": re.compile(r"[0-9]{12,19}"),
     "origQryId": re.compile(r"[0-9]{21}"),
     "backUrl": re.compile(r"https?://\S+"),
+    "settleDate": re.compile(r"(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])"),
+    "fileType": re.compile(r"00"),
 }
 FIXED = {"version": "5.1.0", "encoding": "UTF-8", "accessType": "0", "currencyCode": "156"}
 # Which certificate answers a 01 merchant, by variant; any variant but "ok" corrupts a keyed mode.
@@ -129,7 +139,7 @@ def check_fields(operation: str, fields: dict[str, str]) -> str | None:
             return "10"
     if not valid_time(fields["txnTime"]):
         return "10"
-    if operation != "query" and fields["channelType"] not in ("07", "08"):
+    if operation not in ("query", "file_transfer") and fields["channelType"] not in ("07", "08"):
         return "10"
     if operation in ("agreement", "consume"):
         token_data = parse_token_data(fields["tokenPayData"])
@@ -234,7 +244,28 @@ class BankGateway:
         code = check_fields(operation, fields)
         if code is not None:
             return self.answer(merchant, fields, code)
+        if operation == "file_transfer":
+            return self.file_transfer(merchant, fields)
         return await self.run(merchant, operation, fields)
+
+    def file_transfer(self, merchant: Merchant, fields: dict[str, str]) -> Response:
+        """The settlement file of one settleDate (sandbox/bank/settlement.py); bill faults only."""
+        now = beijing(self.control.now(PROVIDER))
+        day = settlement.settle_day(fields["settleDate"], now)
+        if day is None:
+            return self.answer(merchant, fields, "10")
+        faults = BillFaults.take(self.control, PROVIDER, "file_transfer", merchant.mer_id)
+        found = settlement.settlement_file(self.state, merchant, day, now, faults)
+        if found is None:
+            return self.answer(merchant, fields, "98")
+        self.control.record(
+            PROVIDER,
+            "bank.settlement_file",
+            merchant.mer_id,
+            settle_day=day.isoformat(),
+            file=found["fileName"],
+        )
+        return self.answer(merchant, fields, "00", found)
 
     async def run(self, merchant: Merchant, operation: str, fields: dict[str, str]) -> Response:
         effect: FaultEffect | None = None
@@ -367,6 +398,7 @@ def create_bank_app(gateway: BankGateway) -> FastAPI:
 
     app.add_api_route(BACK_TRANS_PATH, route(BACK_TRANS_OPERATIONS), methods=["POST"], include_in_schema=True)
     app.add_api_route(QUERY_PATH, route(QUERY_OPERATIONS), methods=["POST"], include_in_schema=True)
+    app.add_api_route(FILE_PATH, route(FILE_OPERATIONS), methods=["POST"], include_in_schema=True)
 
     @app.post("/merchants")
     async def register(body: MerchantIn) -> dict[str, Any]:

@@ -29,6 +29,7 @@ RESP_MSG = {
     "61": "Invalid account number",
     "63": "Account status is not normal",
     "64": "Insufficient balance",
+    "98": "File does not exist (yet)",
 }
 NOT_IDEMPOTENCY_DETAILS = frozenset({"signature", "certId", "signMethod", "signPubKeyCert"})
 TOKEN_DATA = re.compile(r"\{([^{}]*)\}")

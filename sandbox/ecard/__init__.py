@@ -39,10 +39,12 @@ class EcardProvider:
             "replace",
             "blacklist",
             "offline_upload",
+            "statement",
         }
     )
     actions = ALL_ACTIONS
     query_operations = frozenset({"query"})
+    bill_operations = frozenset({"statement"})
 
     def __init__(self, control: ControlPlane) -> None:
         self.state = EcardState()

@@ -247,6 +247,7 @@ def reverse(merchant: Merchant, order_ref: str, now: float) -> Outcome:
             key = (order.account_no, order.day)
             merchant.daily_spent[key] = merchant.daily_spent.get(key, 0) - order.amount
         order.status = "REVERSED"
+        order.reversed_at = now
         fields = {
             "order_ref": order_ref,
             "card_no": order.card_no,
@@ -297,7 +298,7 @@ def refund(merchant: Merchant, req: RefundRequest, now: float) -> Outcome:
     }
     if order.subsidy_used:
         result.update(split, subsidy_after=subsidy_balance(merchant, order.account_no))
-    merchant.refunds[req.refund_ref] = Refund(req.refund_ref, req.order_ref, req.amount, result)
+    merchant.refunds[req.refund_ref] = Refund(req.refund_ref, req.order_ref, req.amount, result, now)
     fields = {
         "order_ref": req.order_ref,
         "refund_ref": req.refund_ref,

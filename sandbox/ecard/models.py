@@ -40,6 +40,12 @@ class OrderRequest(_Request):
     order_ref: Ref
 
 
+class StatementRequest(_Request):
+    """Body of statement: the local calendar day (UTC+8), YYYY-MM-DD."""
+
+    date: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
 class RefundRequest(_Request):
     order_ref: Ref
     refund_ref: Ref

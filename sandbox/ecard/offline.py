@@ -126,6 +126,7 @@ def _record(
         record.order_ref, "SUCCESS", record.card_no, record.amount, record.currency, recorded_at=now
     )
     order.account_no, order.txn_id, order.day = card.account_no, stored.txn_id, day
+    order.source = "offline"
     order.subsidy_used, order.balance_used = stored.subsidy_used, stored.balance_used
     balance = merchant.balances[card.account_no]
     # An online consume repeating this order_ref with the same details replays this success.

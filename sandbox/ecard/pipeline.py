@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import date
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
 
 from sandbox.asgi import request_target
+from sandbox.bills import BillFaults
 from sandbox.control import ControlPlane
-from sandbox.ecard import ledger, signing
+from sandbox.ecard import ledger, signing, statement
 from sandbox.ecard.ledger import Outcome
+from sandbox.ecard.models import StatementRequest
 from sandbox.ecard.state import EcardState, Merchant
 from sandbox.faults import fault_effect, faulted
 from sandbox.testvalues import magic_amount
@@ -74,7 +77,18 @@ class EcardEndpoints:
         *,
         corrupt: bool = False,
     ) -> Response:
-        raw = encode(body)
+        return self.signed_bytes(merchant, request, status, encode(body), "application/json", corrupt=corrupt)
+
+    def signed_bytes(
+        self,
+        merchant: Merchant,
+        request: Request,
+        status: int,
+        raw: bytes,
+        media_type: str,
+        *,
+        corrupt: bool = False,
+    ) -> Response:
         timestamp, nonce = str(int(self.control.now(PROVIDER))), signing.new_nonce()
         request_nonce = request.headers.get(signing.NONCE_HEADER, "")
         signature = signing.sign_response(merchant.secret, status, request_nonce, timestamp, nonce, raw)
@@ -83,7 +97,7 @@ class EcardEndpoints:
             signing.NONCE_HEADER: nonce,
             signing.SIGNATURE_HEADER: signing.corrupt(signature) if corrupt else signature,
         }
-        return Response(raw, status_code=status, media_type="application/json", headers=headers)
+        return Response(raw, status_code=status, media_type=media_type, headers=headers)
 
     async def authenticate(self, request: Request, raw: bytes) -> Merchant | Response:
         """The merchant a request verifiably comes from, or the 401 to answer with."""
@@ -173,6 +187,30 @@ class EcardEndpoints:
             commit=self.control.commit,
             what=f"{PROVIDER} {operation}",
         )
+
+    async def statement(self, request: Request) -> Response:
+        """The day's statement as signed text/csv (sandbox/ecard/statement.py); bill faults only."""
+        raw = await request.body()
+        merchant = await self.authenticate(request, raw)
+        if isinstance(merchant, Response):
+            return merchant
+        try:
+            payload = StatementRequest.model_validate_json(raw or b"{}")
+            day = date.fromisoformat(payload.date)
+        except (ValidationError, ValueError) as exc:
+            errors = (
+                exc.errors(include_url=False) if isinstance(exc, ValidationError) else [{"msg": str(exc)}]
+            )
+            return self.invalid(merchant, request, errors)
+        faults = BillFaults.take(self.control, PROVIDER, "statement", merchant.merchant_id)
+        async with merchant.lock:
+            refusal, content = statement.statement(merchant, day, self.control.now(PROVIDER), faults)
+        if refusal is not None:
+            return self.signed(merchant, request, refusal.status, refusal.body)
+        self.control.record(
+            PROVIDER, "ecard.statement", merchant.merchant_id, date=payload.date, bytes=len(content)
+        )
+        return self.signed_bytes(merchant, request, 200, content, "text/csv; charset=utf-8")
 
     async def _apply(self, merchant: Merchant, payload: M, apply: Apply[M]) -> tuple[int, dict[str, Any]]:
         async with merchant.lock:

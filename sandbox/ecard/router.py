@@ -41,6 +41,7 @@ from sandbox.ecard.models import (
     ReplaceRequest,
     ReplaceResult,
     ReverseResult,
+    StatementRequest,
 )
 from sandbox.ecard.pipeline import PROVIDER, EcardEndpoints, encode, error, validation_message
 from sandbox.ecard.state import EcardState, Merchant
@@ -74,6 +75,7 @@ REQUEST_MODELS: list[type[BaseModel]] = [
     BlacklistRequest,
     OfflineUploadRequest,
     OfflineRecord,
+    StatementRequest,
 ]
 
 
@@ -206,6 +208,23 @@ def create_ecard_app(state: EcardState, control: ControlPlane) -> FastAPI:
             OfflineUploadRequest,
             lambda m, p: offline.upload(m, p, control.now(PROVIDER)),
         )
+
+    @app.post(
+        "/v1/statement",
+        responses={
+            200: {
+                "description": "the day's statement (text/csv, signed), or FAIL STATEMENT_NOT_READY",
+                "headers": RESPONSE_HEADERS,
+                "content": {"text/csv": {"schema": {"type": "string"}}, "application/json": {}},
+            },
+            401: {"model": ErrorBody, "description": "refused; signed unless MERCHANT_UNKNOWN"},
+            422: {"model": ErrorBody, "description": "INVALID_REQUEST"},
+        },
+        openapi_extra=_signed_call(StatementRequest),
+        summary="The daily statement of one local day (UTC+8)",
+    )
+    async def statement(request: Request) -> Response:
+        return await endpoints.statement(request)
 
     @post("/v1/ping", PingResult, EmptyRequest, "A signed round trip")
     async def ping(request: Request) -> Response:

@@ -149,6 +149,8 @@ class Order:
     day: date | None = None  # the local day its amount counts towards (daily threshold)
     reverse_split: dict[str, int] = field(default_factory=dict)  # what the reverse gave back where
     recorded_at: float = 0.0  # sandbox clock; a query_lag fault hides orders younger than its lag
+    reversed_at: float | None = None  # sandbox clock: when a reverse gave the money back
+    source: Literal["online", "offline"] = "online"  # offline: posted from an uploaded record
 
 
 @dataclass
@@ -157,6 +159,7 @@ class Refund:
     order_ref: str
     amount: int
     result: dict[str, Any]
+    at: float = 0.0  # sandbox clock
 
 
 @dataclass

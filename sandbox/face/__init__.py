@@ -28,6 +28,7 @@ class FaceProvider:
     operations = OPERATIONS
     actions = FACE_ACTIONS
     query_operations: frozenset[str] = frozenset()
+    bill_operations: frozenset[str] = frozenset()
 
     def __init__(self, control: ControlPlane, config: FaceConfig | None = None) -> None:
         self.cloud = FaceCloud(

@@ -104,7 +104,7 @@ async def test_a_month_and_the_apps_own_trades_only(
 @pytest.mark.parametrize(
     "biz",
     [
-        {"bill_type": "signcustomer", "bill_date": "2020-01-01"},
+        {"bill_type": "fund", "bill_date": "2020-01-01"},
         {"bill_type": "trade", "bill_date": "2020-13-01"},
         {"bill_type": "trade", "bill_date": "20200101"},
         {"bill_type": "trade"},

@@ -29,6 +29,7 @@ def test_spec_describes_every_operation_precisely() -> None:
         "/v1/cards/replace",
         "/v1/blacklist",
         "/v1/offline/upload",
+        "/v1/statement",
         "/merchants",
     }
     consume = spec["components"]["schemas"]["ConsumeRequest"]
