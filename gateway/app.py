@@ -59,6 +59,7 @@ from gateway.tenancy.service import TenancyService
 from gateway.webhooks.delivery import WebhookDeliverer
 from gateway.webhooks.endpoints import WebhookEndpoints
 from gateway.webhooks.events import EventLog
+from gateway.webhooks.log import DeliveryLog
 
 __all__ = ["StartupRefused", "build_services", "create_app", "describe", "load_keyring"]
 
@@ -320,6 +321,7 @@ async def build_services(
         ),
         webhook_endpoints=webhook_endpoints,
         webhook_events=EventLog(db),
+        webhook_log=DeliveryLog(db, webhook_endpoints, clock),
         webhooks=WebhookDeliverer(
             db,
             keyring,

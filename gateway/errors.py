@@ -84,6 +84,8 @@ CODES: dict[str, tuple[int, str]] = {
     "last_active_key": (409, "A device's last active key cannot be retired; revoke the device instead"),
     "already_exists": (409, "Already exists"),
     "provider_refused": (409, "The provider refused the change; detail gives its reason"),
+    "endpoint_disabled": (409, "This webhook endpoint is disabled; enable it first"),
+    "event_not_relayed": (409, "This event has no sequence yet; it is delivered within a second"),
     "request_timeout": (408, "The request was not received in time"),
     "payload_too_large": (413, "Request body is too large"),
     "validation_error": (422, "Request is not valid"),

@@ -33,6 +33,7 @@ from gateway.tenancy.service import TenancyService
 from gateway.webhooks.delivery import WebhookDeliverer
 from gateway.webhooks.endpoints import WebhookEndpoints
 from gateway.webhooks.events import EventLog
+from gateway.webhooks.log import DeliveryLog
 
 __all__ = ["Services"]
 
@@ -64,6 +65,7 @@ class Services:
     audit: AuditLog  # reading, verifying and sealing the audit chains (decision 0021)
     webhook_endpoints: WebhookEndpoints
     webhook_events: EventLog  # GET …/events (issue 9)
+    webhook_log: DeliveryLog  # attempts, redelivery, test events
     webhooks: WebhookDeliverer  # the outbox relay and delivery worker (issue 9)
     clock: Callable[[], datetime]
 

@@ -33,6 +33,8 @@ __all__ = [
     "Problem",
     "ProviderIn",
     "ProviderOut",
+    "RedeliverIn",
+    "RedeliverOut",
     "RefundCreate",
     "RefundOut",
     "RefusalOut",
@@ -47,6 +49,9 @@ __all__ = [
     "StoreOut",
     "StudentIn",
     "StudentOut",
+    "TestEventOut",
+    "WebhookAttemptOut",
+    "WebhookAttemptPage",
     "WebhookEndpointCreated",
     "WebhookEndpointIn",
     "WebhookEndpointOut",
@@ -549,7 +554,8 @@ class WebhookEndpointPage(BaseModel):
 class EventOut(BaseModel):
     id: str = Field(description="`evt_…`; the `webhook-id` of every delivery of this event")
     type: str
-    created_at: datetime
+    # a string, not a datetime: the list gives the very text the webhook body carries
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
     school_id: str
     sequence: int = Field(description="Per school, in commit order, without gaps")
     data: dict[str, Any] = Field(
@@ -561,3 +567,38 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     data: list[EventOut]
     next_cursor: str | None
+
+
+class WebhookAttemptOut(BaseModel):
+    id: str = Field(description="The attempt's id in the log (the list's cursor)")
+    delivery_id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    attempt: int = Field(description="1 for the first attempt of this event at this endpoint")
+    status_code: int | None = Field(description="The endpoint's HTTP status; null when none came")
+    succeeded: bool = Field(description="A 2xx answer")
+    error: str | None = Field(description="Why no answer came: timeout, refused, dropped, not allowed")
+    duration_ms: int
+    response_body: str | None = Field(description="At most 1 KiB of the endpoint's answer")
+    at: datetime
+
+
+class WebhookAttemptPage(BaseModel):
+    data: list[WebhookAttemptOut]
+    next_cursor: str | None
+
+
+class RedeliverIn(Strict):
+    event_id: Annotated[str | None, Field(max_length=40, description="Deliver this event again")] = None
+    since: datetime | None = Field(
+        default=None, description="Deliver again every event since then whose delivery here failed"
+    )
+
+
+class RedeliverOut(BaseModel):
+    redelivered: int = Field(description="How many deliveries are due again")
+
+
+class TestEventOut(BaseModel):
+    event_id: str = Field(description="The `webhook_endpoint.test` event; follow it in the deliveries")

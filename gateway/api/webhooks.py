@@ -12,7 +12,11 @@ from gateway.api.deps import AdminDep, ServicesDep
 from gateway.api.schemas import (
     BIGINT_MAX,
     EventPage,
+    RedeliverIn,
+    RedeliverOut,
     RotateSecretIn,
+    TestEventOut,
+    WebhookAttemptPage,
     WebhookEndpointCreated,
     WebhookEndpointIn,
     WebhookEndpointOut,
@@ -128,3 +132,67 @@ async def list_events(
         raise Unprocessable("validation_error", f"type: unknown event types {unknown}")
     where = EventFilter(after_sequence, tuple(sorted(set(types or ()))), created_after, created_before)
     return await services.webhook_events.page(school_id, where, limit=limit, cursor=cursor)
+
+
+@router.get(BASE + "/{endpoint_id}/deliveries", response_model=WebhookAttemptPage, responses=_PROBLEMS)
+async def list_webhook_deliveries(
+    school_id: str,
+    endpoint_id: str,
+    admin: AdminDep,
+    services: ServicesDep,
+    event_id: str | None = Query(None, max_length=40, description="Only this event's attempts"),
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: int = Query(100, ge=1, le=100),
+    cursor: str | None = Query(None, max_length=20),
+) -> Any:
+    """Every attempt at this endpoint, newest first: status, latency, at most 1 KiB of the answer."""
+    admin.require_school(school_id)
+    return await services.webhook_log.attempts(
+        school_id,
+        endpoint_id=endpoint_id,
+        event_id=event_id,
+        created_after=created_after,
+        created_before=created_before,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get(
+    "/v1/schools/{school_id}/events/{event_id}/deliveries",
+    response_model=WebhookAttemptPage,
+    responses=_PROBLEMS,
+)
+async def list_event_deliveries(
+    school_id: str,
+    event_id: str,
+    admin: AdminDep,
+    services: ServicesDep,
+    limit: int = Query(100, ge=1, le=100),
+    cursor: str | None = Query(None, max_length=20),
+) -> Any:
+    """Every attempt to deliver this event, at every endpoint, newest first."""
+    admin.require_school(school_id)
+    return await services.webhook_log.attempts(school_id, event_id=event_id, limit=limit, cursor=cursor)
+
+
+@router.post(
+    BASE + "/{endpoint_id}/redeliver", status_code=202, response_model=RedeliverOut, responses=_PROBLEMS
+)
+async def redeliver_webhook_events(
+    school_id: str, endpoint_id: str, body: RedeliverIn, admin: AdminDep, services: ServicesDep
+) -> Any:
+    """Send `event_id` again (even one delivered already: same `webhook-id`), or every event
+    since `since` whose delivery here failed. Deliveries start within a second."""
+    admin.require_school(school_id)
+    return await services.webhook_log.redeliver(
+        school_id, endpoint_id, event_id=body.event_id, since=body.since, actor=_actor(admin)
+    )
+
+
+@router.post(BASE + "/{endpoint_id}/test", status_code=202, response_model=TestEventOut, responses=_PROBLEMS)
+async def send_webhook_test(school_id: str, endpoint_id: str, admin: AdminDep, services: ServicesDep) -> Any:
+    """A `webhook_endpoint.test` event for this endpoint alone, signed and retried like any other."""
+    admin.require_school(school_id)
+    return await services.webhook_log.send_test(school_id, endpoint_id, actor=_actor(admin))

@@ -50,13 +50,14 @@ from gateway.store.models import OutboxEvent, WebhookAttempt, WebhookDelivery, W
 from gateway.webhooks.endpoints import WebhookEndpoints
 from gateway.webhooks.outbox import emit
 
-__all__ = ["LEASE", "WebhookDeliverer", "event_body", "event_document"]
+__all__ = ["LEASE", "TEST", "WebhookDeliverer", "event_body", "event_document"]
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)  # > the attempt's time limit: a lease never runs out mid-attempt
 ACTOR = "system:webhooks"
 MAX_ANSWER = 1024  # bytes of an endpoint's answer kept per attempt
 JITTER = 0.1
+TEST = "webhook_endpoint.test"  # POST …/webhook-endpoints/{id}/test: delivered to that endpoint only
 _RELAY_LOCK = int.from_bytes(hashlib.sha256(b"campuspay-webhook-relay").digest()[:8], "big", signed=True)
 
 
@@ -182,10 +183,17 @@ class WebhookDeliverer:
                     # order they were made: numbering here orders them for the receiver.
                     version = (versions.get(event.resource_id) or 0) + 1
                     versions[event.resource_id] = event.resource_version = version
+                # a test event is for the one endpoint it was sent to, whatever the others want
+                target = (
+                    event.payload.get("data", {}).get("endpoint_id") if event.event_type == TEST else None
+                )
                 for endpoint in endpoints:
                     if endpoint.school_id != event.school_id:
                         continue
-                    if endpoint.event_types is not None and event.event_type not in endpoint.event_types:
+                    if target is not None:
+                        if endpoint.id != target:
+                            continue
+                    elif endpoint.event_types is not None and event.event_type not in endpoint.event_types:
                         continue
                     session.add(
                         WebhookDelivery(

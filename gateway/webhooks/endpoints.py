@@ -120,14 +120,14 @@ class WebhookEndpoints:
         except EndpointRefused as exc:
             raise Unprocessable("endpoint_not_allowed", str(exc)) from None
 
-    async def _get(self, session: Any, school_id: str, endpoint_id: str) -> WebhookEndpoint:
+    async def locked(self, session: Any, school_id: str, endpoint_id: str) -> WebhookEndpoint:
         row = await session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
         if row is None or row.school_id != school_id:
             raise NotFound("no such webhook endpoint")
         assert isinstance(row, WebhookEndpoint)
         return row
 
-    async def _audit(self, session: Any, row: WebhookEndpoint, action: str, actor: str, **data: Any) -> None:
+    async def audit(self, session: Any, row: WebhookEndpoint, action: str, actor: str, **data: Any) -> None:
         await audit.append(
             session,
             self.keyring,
@@ -161,7 +161,7 @@ class WebhookEndpoints:
                 updated_at=now,
             )
             session.add(row)
-            await self._audit(session, row, "created", actor, url=url, event_types=types)
+            await self.audit(session, row, "created", actor, url=url, event_types=types)
         return EndpointView.of(row, now, secret)
 
     async def page(self, school_id: str, *, limit: int, cursor: str | None) -> EndpointPage:
@@ -200,7 +200,7 @@ class WebhookEndpoints:
             await self.check_url(school_id, url)
         now = self.clock()
         async with self.db.transaction() as session:
-            row = await self._get(session, school_id, endpoint_id)
+            row = await self.locked(session, school_id, endpoint_id)
             changed: dict[str, Any] = {}
             if url is not None and url != row.url:
                 row.url = changed["url"] = url
@@ -211,26 +211,26 @@ class WebhookEndpoints:
                 changed["description"] = True  # free text: the log says it changed, not what to
             if changed:
                 row.updated_at = now
-                await self._audit(session, row, "updated", actor, **changed)
+                await self.audit(session, row, "updated", actor, **changed)
             if status is not None and status != row.status:
                 row.status, row.updated_at = status, now
                 if status == "enabled":
                     # a fresh start: the five failing days count again from the next failure
                     row.disabled_reason, row.failing_since = None, None
-                    await self._audit(session, row, "enabled", actor)
+                    await self.audit(session, row, "enabled", actor)
                 else:
                     row.disabled_reason = "disabled_by_admin"
-                    await self._audit(session, row, "disabled", actor, reason=row.disabled_reason)
+                    await self.audit(session, row, "disabled", actor, reason=row.disabled_reason)
         return EndpointView.of(row, now)
 
     async def delete(self, school_id: str, endpoint_id: str, *, actor: str) -> None:
         async with self.db.transaction() as session:
-            row = await self._get(session, school_id, endpoint_id)
+            row = await self.locked(session, school_id, endpoint_id)
             deliveries = select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == row.id)
             await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(deliveries)))
             await session.execute(delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == row.id))
             await session.delete(row)
-            await self._audit(session, row, "deleted", actor, url=row.url)
+            await self.audit(session, row, "deleted", actor, url=row.url)
 
     async def rotate_secret(
         self, school_id: str, endpoint_id: str, *, overlap: timedelta, actor: str
@@ -239,14 +239,14 @@ class WebhookEndpoints:
             raise Unprocessable("validation_error", "overlap_seconds: 0 to 604800 (7 days)")
         secret, now = new_secret(), self.clock()
         async with self.db.transaction() as session:
-            row = await self._get(session, school_id, endpoint_id)
+            row = await self.locked(session, school_id, endpoint_id)
             aad = _aad(school_id, endpoint_id)
             if overlap:
                 row.previous_secret_enc, row.previous_secret_expires_at = row.secret_enc, now + overlap
             else:
                 row.previous_secret_enc, row.previous_secret_expires_at = None, None
             row.secret_enc, row.updated_at = self.keyring.encrypt(secret, aad=aad), now
-            await self._audit(
+            await self.audit(
                 session, row, "secret_rotated", actor, overlap_seconds=int(overlap.total_seconds())
             )
         return EndpointView.of(row, now, secret)

@@ -33,6 +33,7 @@ EVENT_TYPES = frozenset(
         "limit.exceeded",
         "guardian.notification",
         "webhook_endpoint.disabled",
+        "webhook_endpoint.test",
         "reconciliation.completed",
         "reconciliation.exceptions_found",
         "alert.enrolled_faces",
@@ -56,7 +57,10 @@ _NOT_THIN = frozenset(
 
 
 def resource_id(event_type: str, data: dict[str, Any]) -> str | None:
-    """The id of the resource ``data`` describes, or None for a notice about no one resource."""
+    """The id of the resource ``data`` describes, or None for a notice about no one resource
+    (a test event names its endpoint but changes nothing of it)."""
+    if event_type == "webhook_endpoint.test":
+        return None
     field = _RESOURCE_FIELDS.get(event_type.split(".", 1)[0])
     value = data.get(field) if field is not None else None
     return value if isinstance(value, str) else None
