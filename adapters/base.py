@@ -35,7 +35,7 @@ and refund it proves nothing about an earlier send, so there a refusal is simply
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -50,6 +50,10 @@ __all__ = [
     "AdapterFactory",
     "AgreementCredential",
     "BaseAdapter",
+    "BillKind",
+    "BillNotReady",
+    "BillRow",
+    "BillUnavailable",
     "Capabilities",
     "CardCredential",
     "FaceCredential",
@@ -245,6 +249,31 @@ class ProviderEvent:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
+class BillKind(enum.StrEnum):
+    """What one line of a provider's bill says moved."""
+
+    PAYMENT = "payment"  # money taken (a consume, a trade paid, a settled consume)
+    REVERSAL = "reversal"  # a payment given back in full (a void, a cancel's reversal)
+    REFUND = "refund"  # all or part of a payment given back under a refund request number
+    OFFLINE = "offline"  # an offline record posted (money taken hours after the sale)
+
+
+@dataclass(frozen=True, slots=True)
+class BillRow:
+    """One line of a provider's bill, neutral: amounts in fen (parsed from yuan with Decimal by
+    the adapter), ``reference`` is the gateway's provider reference of the payment,
+    ``refund_reference`` the refund's request number (refunds only). ``fee`` is what the
+    provider charged for this line, when the bill says."""
+
+    kind: BillKind
+    reference: str
+    amount: int
+    refund_reference: str | None = None
+    fee: int | None = None
+    provider_txn_id: str | None = None
+    at: datetime | None = None
+
+
 class AdapterError(Exception):
     """Base of every error an adapter raises."""
 
@@ -259,6 +288,20 @@ class ProviderUnreachable(AdapterError):
 
 class OperationUnsupported(AdapterError):
     """The provider has no such operation."""
+
+
+class BillUnavailable(AdapterError):
+    """The provider did not hand over a verified bill (unreachable, unsigned, refused, cut
+    short). ``code`` is the provider's own code or the adapter's transport code."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+
+
+class BillNotReady(BillUnavailable):
+    """The provider verifiably says the day's bill does not exist yet (Alipay's
+    ``BILL_NOT_EXIST``): try again later; nothing is wrong."""
 
 
 class IdentificationFailed(AdapterError):
@@ -307,7 +350,15 @@ class Adapter(Protocol):
         ...
 
     async def download_bill(self, day: date) -> bytes:
-        """The provider's statement for one day."""
+        """The provider's verified statement for one provider day (the provider's own calendar
+        day), as the provider's file. Raises ``BillNotReady`` when it does not exist yet and
+        ``BillUnavailable`` when no verified file could be had."""
+        ...
+
+    def parse_bill(self, content: bytes) -> Iterator[BillRow]:
+        """The lines of a file ``download_bill`` returned, one at a time (bills of a large school
+        run to ~100,000 lines a day: never a list). Raises ``BillUnavailable`` (code
+        ``MALFORMED_BILL``) when the file is not one of this provider's bills."""
         ...
 
     async def delete_enrollment(self, provider_user_id: str) -> ProviderResult:
@@ -341,6 +392,9 @@ class BaseAdapter:
         raise OperationUnsupported(f"{self.name} sends no notifications")
 
     async def download_bill(self, day: date) -> bytes:
+        raise self._unsupported(Operation.BILLS)
+
+    def parse_bill(self, content: bytes) -> Iterator[BillRow]:
         raise self._unsupported(Operation.BILLS)
 
     async def delete_enrollment(self, provider_user_id: str) -> ProviderResult:

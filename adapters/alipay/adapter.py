@@ -59,7 +59,7 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -67,12 +67,16 @@ from urllib.parse import urlsplit
 import httpx
 
 from adapters.alipay import wire
+from adapters.alipay.bills import parse_trade_bill
 from adapters.alipay.codes import request_refusal
 from adapters.base import (
     CANCEL_UNAVAILABLE,
     AdapterConfigError,
     AdapterError,
     BaseAdapter,
+    BillNotReady,
+    BillRow,
+    BillUnavailable,
     Capabilities,
     FaceCredential,
     IdentificationFailed,
@@ -98,6 +102,8 @@ SYSTEM_UNKNOWN = "20000"
 BUSINESS_FAILED = "40004"
 # 40004 sub_codes that do NOT prove a refusal.
 _SYSTEM_SUB_CODES = frozenset({"ACQ.SYSTEM_ERROR", "ACQ.SYSTEM_BUSY", "SYSTEM_ERROR"})
+# The day's bill is not made yet (Alipay's docs and SDK demos spell it both ways).
+_BILL_NOT_READY = frozenset({"isp.bill_not_exist", "bill_not_exist"})
 CONTEXT_INCONSISTENT = "ACQ.CONTEXT_INCONSISTENT"
 TRADE_HAS_SUCCESS = "ACQ.TRADE_HAS_SUCCESS"
 TRADE_NOT_EXIST = "ACQ.TRADE_NOT_EXIST"
@@ -713,30 +719,39 @@ class AlipayAdapter(BaseAdapter):
     # -- reconciliation ---------------------------------------------------------------------
 
     async def download_bill(self, day: date) -> bytes:
-        """The day's trade bill: ``alipay.data.dataservice.bill.downloadurl.query``
-        (``bill_type=trade``), then the file behind ``bill_download_url`` (Alipay serves a zip
-        of GBK CSVs; returned as fetched). Raises ``AlipayError`` when either step fails."""
+        """The day's trade bill (``day`` is a Beijing date, Alipay's own):
+        ``alipay.data.dataservice.bill.downloadurl.query`` (``bill_type=trade``), then the file
+        behind ``bill_download_url`` at once (Alipay's link expires in 30 s), returned as
+        fetched (a zip of GBK CSVs; ``parse_bill`` reads it). ``isp.bill_not_exist`` raises
+        ``BillNotReady``; any other failure ``BillUnavailable``."""
         biz = {"bill_type": "trade", "bill_date": day.isoformat()}
         answer = await self._call("alipay.data.dataservice.bill.downloadurl.query", biz)
         if isinstance(answer, ProviderResult):
-            raise AlipayError(answer.code or "UNKNOWN", answer.message or "no verified answer")
+            raise BillUnavailable(answer.code or "UNKNOWN", answer.message or "no verified answer")
         node = answer
         if _str(node, "code") != SUCCESS:
-            raise AlipayError(_str(node, "sub_code") or _str(node, "code") or "UNKNOWN", _message(node))
+            sub = _str(node, "sub_code") or _str(node, "code") or "UNKNOWN"
+            if sub.lower() in _BILL_NOT_READY:
+                raise BillNotReady(sub, _message(node))
+            raise BillUnavailable(sub, _message(node))
         url = _str(node, "bill_download_url")
         if urlsplit(url).scheme not in ("http", "https"):
-            raise AlipayError("NO_BILL_URL", "answer carries no usable bill_download_url")
+            raise BillUnavailable("NO_BILL_URL", "answer carries no usable bill_download_url")
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self.http.get(url, timeout=self._timeout)
                 content = response.content
         except TimeoutError:
-            raise AlipayError("TIMEOUT", "bill download timed out") from None
+            raise BillUnavailable("TIMEOUT", "bill download timed out") from None
         except httpx.HTTPError as exc:
-            raise AlipayError("TRANSPORT_ERROR", type(exc).__name__) from exc
+            raise BillUnavailable("TRANSPORT_ERROR", type(exc).__name__) from exc
         if response.status_code != 200:
-            raise AlipayError(f"HTTP_{response.status_code}", "bill download failed")
+            raise BillUnavailable(f"HTTP_{response.status_code}", "bill download failed")
         return content
+
+    def parse_bill(self, content: bytes) -> Iterator[BillRow]:
+        """The trade bill's detail lines (adapters/alipay/bills.py)."""
+        return parse_trade_bill(content)
 
     # -- notifications ----------------------------------------------------------------------
 

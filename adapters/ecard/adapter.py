@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal, TypeVar, cast
 from urllib.parse import urlsplit
@@ -24,6 +24,9 @@ import httpx
 from adapters.base import (
     AdapterConfigError,
     BaseAdapter,
+    BillNotReady,
+    BillRow,
+    BillUnavailable,
     Capabilities,
     CardCredential,
     Operation,
@@ -35,6 +38,7 @@ from adapters.base import (
     RefundRequest,
 )
 from adapters.ecard.codes import PAYMENT_FAILURES, request_refusal
+from adapters.ecard.statement import parse_statement
 from adapters.ecard.types import (
     MAX_OFFLINE_RECORDS,
     BlacklistChange,
@@ -48,7 +52,7 @@ from adapters.ecard.types import (
     OfflineResult,
     SubsidyWallet,
 )
-from adapters.ecard.wire import ResponseNotVerified, sign_request, verify_response
+from adapters.ecard.wire import ResponseNotVerified, sign_request, verify_response, verify_signature
 
 __all__ = ["EcardAdapter"]
 
@@ -94,7 +98,14 @@ class EcardAdapter(BaseAdapter):
         methods=frozenset({"card"}),
         funding=frozenset({"ecard_account"}),
         operations=frozenset(
-            {Operation.PAY, Operation.QUERY, Operation.CANCEL, Operation.REFUND, Operation.CHECK}
+            {
+                Operation.PAY,
+                Operation.QUERY,
+                Operation.CANCEL,
+                Operation.REFUND,
+                Operation.CHECK,
+                Operation.BILLS,
+            }
         ),
     )
 
@@ -269,6 +280,59 @@ class EcardAdapter(BaseAdapter):
         if status == 200 and body.get("result") == "SUCCESS":
             return ProviderResult(Outcome.SUCCEEDED, raw=_scrub(body))
         return self._failure_or_unknown(status, body)
+
+    # --- reconciliation ---------------------------------------------------------------------
+
+    async def download_bill(self, day: date) -> bytes:
+        """The daily statement of ``day`` (the e-card system's own day, UTC+8): a signed
+        ``POST /v1/statement``, answered by signed CSV (``parse_bill`` reads it) or by
+        ``FAIL STATEMENT_NOT_READY`` (``BillNotReady``). Anything unverified is
+        ``BillUnavailable``: a statement is money evidence, so unsigned bytes are never used."""
+        path = "/v1/statement"
+        signed = sign_request(
+            merchant_id=self._merchant,
+            secret=self._secret,
+            method="POST",
+            path=self._base_path + path,
+            payload={"date": day.isoformat()},
+            now=int(time.time()),
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self.http.post(
+                    self._base + path, content=signed.body, headers=signed.headers, timeout=self._timeout
+                )
+        except TimeoutError:
+            raise BillUnavailable("TIMEOUT", "no statement within the timeout") from None
+        except httpx.HTTPError as exc:
+            raise BillUnavailable("TRANSPORT_ERROR", type(exc).__name__) from exc
+        try:
+            verify_signature(
+                secret=self._secret,
+                status=response.status_code,
+                request_nonce=signed.nonce,
+                headers={k.lower(): v for k, v in response.headers.items()},
+                body=response.content,
+            )
+        except ResponseNotVerified as exc:
+            raise BillUnavailable("UNVERIFIED_RESPONSE", str(exc)) from None
+        if response.status_code == 200 and response.headers.get("content-type", "").startswith("text/csv"):
+            return response.content
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise BillUnavailable(f"HTTP_{response.status_code}", "neither a statement nor an answer")
+        code = str(body.get("code") or f"HTTP_{response.status_code}")
+        message = str(body.get("message") or "")
+        if code == "STATEMENT_NOT_READY":
+            raise BillNotReady(code, message)
+        raise BillUnavailable(code, message)
+
+    def parse_bill(self, content: bytes) -> Iterator[BillRow]:
+        """The statement's lines (adapters/ecard/statement.py)."""
+        return parse_statement(content)
 
     # --- card management and offline records (EcardAdapter only; docs/ecard-protocol.md) ------
     #

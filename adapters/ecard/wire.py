@@ -22,6 +22,7 @@ __all__ = [
     "sign",
     "sign_request",
     "verify_response",
+    "verify_signature",
 ]
 
 
@@ -74,6 +75,21 @@ def verify_response(
     *, secret: str, status: int, request_nonce: str, headers: dict[str, str], body: bytes
 ) -> dict[str, Any]:
     """Return the parsed body only if the provider signed exactly these bytes for this request."""
+    verify_signature(secret=secret, status=status, request_nonce=request_nonce, headers=headers, body=body)
+    try:
+        parsed = json.loads(body)
+    except ValueError as exc:
+        raise ResponseNotVerified("response body is not JSON") from exc
+    if not isinstance(parsed, dict):
+        raise ResponseNotVerified("response body is not a JSON object")
+    return parsed
+
+
+def verify_signature(
+    *, secret: str, status: int, request_nonce: str, headers: dict[str, str], body: bytes
+) -> None:
+    """Raise ``ResponseNotVerified`` unless the provider signed exactly these bytes for this
+    request (any body: the daily statement is CSV)."""
     timestamp = headers.get("x-ecard-timestamp")
     nonce = headers.get("x-ecard-nonce")
     signature = headers.get("x-ecard-signature")
@@ -82,10 +98,3 @@ def verify_response(
     expected = sign(secret, response_string_to_sign(status, request_nonce, timestamp, nonce, body))
     if not hmac.compare_digest(expected, signature):
         raise ResponseNotVerified("response signature does not verify")
-    try:
-        parsed = json.loads(body)
-    except ValueError as exc:
-        raise ResponseNotVerified("response body is not JSON") from exc
-    if not isinstance(parsed, dict):
-        raise ResponseNotVerified("response body is not a JSON object")
-    return parsed

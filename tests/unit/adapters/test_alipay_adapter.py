@@ -26,6 +26,8 @@ from alipay.aop.api.util.SignatureUtils import get_sign_content, sign_with_rsa2,
 from adapters.alipay import AlipayAdapter, AlipayError, NotificationRejected, wire
 from adapters.base import (
     AdapterConfigError,
+    BillNotReady,
+    BillUnavailable,
     CardCredential,
     FaceCredential,
     IdentificationFailed,
@@ -726,8 +728,12 @@ async def test_download_bill(fake: FakeAlipay, adapter: AlipayAdapter) -> None:
     assert await adapter.download_bill(date(2025, 3, 1)) == b"PK\x03\x04zip"
     assert fake.calls[0].biz == {"bill_type": "trade", "bill_date": "2025-03-01"}
     fake.on("alipay.data.dataservice.bill.downloadurl.query", refused("isp.bill_not_exist"))
-    with pytest.raises(AlipayError, match="bill_not_exist"):
+    with pytest.raises(BillNotReady, match="bill_not_exist"):
         await adapter.download_bill(date(2025, 3, 2))
+    fake.on("alipay.data.dataservice.bill.downloadurl.query", refused("isv.invalid-bill-type"))
+    with pytest.raises(BillUnavailable) as refusal:
+        await adapter.download_bill(date(2025, 3, 3))
+    assert not isinstance(refusal.value, BillNotReady)  # a refusal is not "come back later"
 
 
 @pytest.mark.parametrize(

@@ -15,15 +15,17 @@ import secrets
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from adapters.alipay import AlipayAdapter, AlipayError, wire
+from adapters.alipay import AlipayAdapter, wire
 from adapters.base import (
+    BillKind,
+    BillNotReady,
     FaceCredential,
     IdentificationFailed,
     Outcome,
@@ -251,7 +253,7 @@ async def test_download_bill(sandbox: Sandbox) -> None:
     request = await sandbox.request(990)
     assert (await a.pay(request)).outcome is Outcome.SUCCEEDED
     today = wire.beijing_timestamp()[:10]
-    with pytest.raises(AlipayError, match="bill_not_exist"):
+    with pytest.raises(BillNotReady, match="bill_not_exist"):
         await a.download_bill(date.fromisoformat(today))
     await sandbox.sb.post("/_control/clock", json={"offset_seconds": 86_400})
     bill = await a.download_bill(date.fromisoformat(today))
@@ -259,6 +261,9 @@ async def test_download_bill(sandbox: Sandbox) -> None:
     with zipfile.ZipFile(io.BytesIO(bill)) as archive:
         text = b"".join(archive.read(name) for name in archive.namelist()).decode("gbk", errors="replace")
     assert request.reference in text
+    [row] = [r for r in a.parse_bill(bill) if r.reference == request.reference]
+    assert (row.kind, row.amount, row.refund_reference) == (BillKind.PAYMENT, 990, None)
+    assert row.provider_txn_id and row.at is not None and row.at.utcoffset() == timedelta(hours=8)
 
 
 async def test_notifications_verify_and_map(sandbox: Sandbox) -> None:

@@ -10,21 +10,27 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
 
+import adapters.ecard.adapter as ecard_adapter_module
 from adapters.base import (
     AdapterError,
+    BillKind,
+    BillNotReady,
+    BillUnavailable,
     CardCredential,
     Outcome,
     PaymentRequest,
     ProviderConfig,
     ProviderUnreachable,
+    RefundRequest,
 )
 from adapters.ecard import (
     MAX_OFFLINE_RECORDS,
@@ -407,3 +413,66 @@ async def test_records_as_mappings_and_answers_readable_as_mappings(env: Env) ->
     ):
         with pytest.raises(EcardRequestInvalid):
             await env.adapter.upload_offline("pos-m", [bad])
+
+
+# --- daily statement -----------------------------------------------------------------------------
+
+
+class _NextDay:
+    """The adapter's host clock a day on, as the sandbox's will be (its timestamps are checked)."""
+
+    @staticmethod
+    def time() -> float:
+        return time.time() + 86_400
+
+
+async def _next_day(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (await env.sandbox.post("/_control/clock", json={"offset_seconds": 86_400})).status_code == 200
+    monkeypatch.setattr(ecard_adapter_module, "time", _NextDay)
+
+
+async def test_the_daily_statement_is_signed_read_and_not_ready_until_the_day_ends(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await env.adapter.pay(pay_request("31000001", 300, "ref_st_1"))).outcome is Outcome.SUCCEEDED
+    refund = RefundRequest(reference="ref_st_1", refund_reference="rfd_st_1", amount=100)
+    assert (await env.adapter.refund(refund)).outcome is Outcome.SUCCEEDED
+    today = datetime.now(UTC).astimezone(timezone(timedelta(hours=8))).date()  # the e-card's own day
+    with pytest.raises(BillNotReady) as late:
+        await env.adapter.download_bill(today)
+    assert late.value.code == "STATEMENT_NOT_READY"
+    await _next_day(env, monkeypatch)
+    bill = await env.adapter.download_bill(today)
+    rows = [r for r in env.adapter.parse_bill(bill) if r.reference == "ref_st_1"]
+    assert [(r.kind, r.amount, r.refund_reference) for r in rows] == [
+        (BillKind.PAYMENT, 300, None),
+        (BillKind.REFUND, 100, "rfd_st_1"),
+    ]
+
+
+class _Tampering(httpx.AsyncBaseTransport):
+    """A party on the path changes one amount of the signed statement and keeps the signature."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        raw = await response.aread()
+        return httpx.Response(
+            response.status_code, content=raw.replace(b",300,", b",30,"), headers=response.headers
+        )
+
+
+async def test_a_statement_changed_on_the_way_is_never_used(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await env.adapter.pay(pay_request("31000001", 300, "ref_st_2"))).outcome is Outcome.SUCCEEDED
+    await _next_day(env, monkeypatch)
+    today = datetime.now(UTC).astimezone(timezone(timedelta(hours=8))).date()
+    intact = await env.adapter.download_bill(today)
+    assert b",300," in intact
+    env.transport.inner = _Tampering(env.transport.inner)
+    with pytest.raises(BillUnavailable) as refusal:
+        await env.adapter.download_bill(today)
+    assert not isinstance(refusal.value, BillNotReady)
