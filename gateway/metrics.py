@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +22,12 @@ __all__ = [
     "PAYMENTS",
     "REGISTRY",
     "UNMATCHED",
+    "WEBHOOK_BACKLOG",
+    "WEBHOOK_DELIVERIES",
+    "WEBHOOK_DELIVERY_RESULTS",
+    "WEBHOOK_DISABLED",
+    "WEBHOOK_DISABLED_REASONS",
+    "WEBHOOK_OLDEST",
     "HttpMetricsMiddleware",
     "method_label",
     "route_label",
@@ -48,6 +54,41 @@ CONNECTIONS_CUT = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+
+# Outgoing webhooks (docs/webhooks.md, "Metrics"). The counter is this process's attempts; the
+# gauges describe the whole database (every process reads the same), refreshed at each scrape.
+WEBHOOK_DELIVERY_RESULTS = ("succeeded", "rejected", "timeout", "connection_error", "not_allowed")
+WEBHOOK_DELIVERIES = Counter(
+    "campuspay_webhook_deliveries",
+    "Webhook delivery attempts by result: succeeded (2xx), rejected (another status), timeout, "
+    "connection_error (refused, dropped, TLS), not_allowed (the outbound guard refused the address)",
+    ["result"],
+    registry=REGISTRY,
+)
+WEBHOOK_BACKLOG = Gauge(
+    "campuspay_webhook_backlog",
+    "Events waiting: stage=relay not numbered yet, stage=delivery deliveries pending (retries too)",
+    ["stage"],
+    registry=REGISTRY,
+)
+WEBHOOK_OLDEST = Gauge(
+    "campuspay_webhook_oldest_undelivered_seconds",
+    "Age of the oldest event not yet relayed or delivery still pending; 0 when none",
+    registry=REGISTRY,
+)
+WEBHOOK_DISABLED_REASONS = ("failing", "disabled_by_admin")
+WEBHOOK_DISABLED = Gauge(
+    "campuspay_webhook_endpoints_disabled",
+    "Disabled webhook endpoints, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _result in WEBHOOK_DELIVERY_RESULTS:
+    WEBHOOK_DELIVERIES.labels(_result)  # every series from the start: a rate needs its zero
+for _stage in ("relay", "delivery"):
+    WEBHOOK_BACKLOG.labels(_stage)
+for _reason in WEBHOOK_DISABLED_REASONS:
+    WEBHOOK_DISABLED.labels(_reason)
 
 # The methods the API or its CORS-free clients use; any other token is counted as "other".
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

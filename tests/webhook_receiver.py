@@ -93,3 +93,18 @@ def receiver(path: str = "/hooks") -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def forget_webhooks(h: Any) -> None:
+    """At a test's end: delete the school's endpoints (with their deliveries) and relay what is
+    left. The PostgreSQL database is shared by a session's tests, and the worker serves every
+    school: a later test must not find this one's pending deliveries or unnumbered events."""
+    while True:
+        r = await h.admin("GET", f"/v1/schools/{h.school_id}/webhook-endpoints")
+        endpoints = r.json()["data"] if r.status_code == 200 else []
+        if not endpoints:
+            break
+        for endpoint in endpoints:
+            await h.admin("DELETE", f"/v1/schools/{h.school_id}/webhook-endpoints/{endpoint['id']}")
+    while await h.services.webhooks.relay():
+        pass

@@ -71,6 +71,7 @@ async def metrics(
     """Open in sandbox unless `CAMPUSPAY_METRICS_TOKEN` is set; then that Bearer token is needed.
     Production without a token does not serve it."""
     check_metrics_access(services.settings, credentials.credentials if credentials else None)
+    await services.webhooks.observe()
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

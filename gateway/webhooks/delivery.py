@@ -41,7 +41,14 @@ from sqlalchemy import func, select, text
 from standardwebhooks.webhooks import Webhook
 
 from gateway import __version__
-from gateway.outbound import Outbound
+from gateway.metrics import (
+    WEBHOOK_BACKLOG,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_DISABLED,
+    WEBHOOK_DISABLED_REASONS,
+    WEBHOOK_OLDEST,
+)
+from gateway.outbound import Outbound, OutboundRefused
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
 from gateway.settings import Environment
@@ -92,6 +99,7 @@ class _Result:
     error: str | None
     duration_ms: int
     answer: str | None
+    kind: str = "succeeded"  # one of metrics.WEBHOOK_DELIVERY_RESULTS
 
     @property
     def ok(self) -> bool:
@@ -289,6 +297,7 @@ class WebhookDeliverer:
             await self._release(claim)
             return
         result = await self._post(endpoint, event)
+        WEBHOOK_DELIVERIES.labels(result.kind).inc()
         await self._record(claim, result)
 
     async def _post(self, endpoint: WebhookEndpoint, event: OutboxEvent) -> _Result:
@@ -309,13 +318,15 @@ class WebhookDeliverer:
         }
         started = time.perf_counter()
 
-        def result(status: int | None, error: str | None, answer: bytes = b"") -> _Result:
+        def result(status: int | None, error: str | None, answer: bytes = b"", kind: str = "") -> _Result:
             elapsed = int((time.perf_counter() - started) * 1000)
             text_ = answer[:MAX_ANSWER].decode("utf-8", "replace") if answer else None
-            return _Result(status, error[:200] if error else None, elapsed, text_)
+            if not kind:
+                kind = "succeeded" if status is not None and 200 <= status < 300 else "rejected"
+            return _Result(status, error[:200] if error else None, elapsed, text_, kind)
 
         if self.env is Environment.PRODUCTION and not endpoint.url.startswith("https://"):
-            return result(None, "production delivers over https only")
+            return result(None, "production delivers over https only", kind="not_allowed")
         client = self.outbound.client(endpoint.school_id)
         answer = b""
         try:
@@ -328,10 +339,11 @@ class WebhookDeliverer:
                         if len(answer) >= MAX_ANSWER:
                             break
                     return result(response.status_code, None, answer)
-        except TimeoutError:
-            return result(None, f"no answer within {self.timeout:g} s")
+        except (TimeoutError, httpx.TimeoutException):
+            return result(None, f"no answer within {self.timeout:g} s", kind="timeout")
         except httpx.HTTPError as exc:
-            return result(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            kind = "not_allowed" if isinstance(exc, OutboundRefused) else "connection_error"
+            return result(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, kind=kind)
 
     async def _release(self, claim: _Claim) -> None:
         async with self.db.transaction() as session:
@@ -416,6 +428,40 @@ class WebhookDeliverer:
             endpoint.id,
             endpoint.failing_since,
         )
+
+    # -- metrics --------------------------------------------------------------------------
+
+    async def observe(self) -> None:
+        """Set the backlog gauges from the database (at each scrape of /metrics): three
+        aggregate reads on indexed columns, whatever the number of schools."""
+        async with self.db.transaction(readonly=True) as session:
+            unrelayed, oldest_event = (
+                await session.execute(
+                    select(func.count(), func.min(OutboxEvent.created_at)).where(
+                        OutboxEvent.sequence.is_(None)
+                    )
+                )
+            ).one()
+            pending, oldest_delivery = (
+                await session.execute(
+                    select(func.count(), func.min(WebhookDelivery.created_at)).where(
+                        WebhookDelivery.state == "pending"
+                    )
+                )
+            ).one()
+            found = await session.execute(
+                select(WebhookEndpoint.disabled_reason, func.count())
+                .where(WebhookEndpoint.status == "disabled")
+                .group_by(WebhookEndpoint.disabled_reason)
+            )
+            disabled = {reason: count for reason, count in found}
+        WEBHOOK_BACKLOG.labels("relay").set(unrelayed)
+        WEBHOOK_BACKLOG.labels("delivery").set(pending)
+        times = [t for t in (oldest_event, oldest_delivery) if t is not None]
+        age = (self.clock() - min(times)).total_seconds() if times else 0.0
+        WEBHOOK_OLDEST.set(max(age, 0.0))
+        for reason in WEBHOOK_DISABLED_REASONS:
+            WEBHOOK_DISABLED.labels(reason).set(disabled.get(reason, 0))
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.webhooks.outbox import emit
 from tests.harness import Harness, start_harness
-from tests.webhook_receiver import Receiver, receiver
+from tests.webhook_receiver import Receiver, forget_webhooks, receiver
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +23,7 @@ async def quiet(database_url: str, tmp_path: Path) -> Any:
     ) as h:
         h.clock.freeze()
         yield h
+        await forget_webhooks(h)
 
 
 async def _endpoint(h: Harness, rx: Receiver, **body: Any) -> str:
