@@ -16,11 +16,23 @@ from fastapi.openapi.utils import get_openapi
 
 from adapters.registry import default_registry
 from gateway import __version__
-from gateway.api import admin, consent, health, notify, offline, payments, recovery, routing, webhooks
+from gateway.api import (
+    admin,
+    consent,
+    guardians,
+    health,
+    notify,
+    offline,
+    payments,
+    recovery,
+    routing,
+    webhooks,
+)
 from gateway.api.malformed import MalformedBodyMiddleware, reject_malformed_parameters
 from gateway.api.openapi_extras import add_device_headers, add_malformed_answers, document_problems
 from gateway.api.problems import BodyLimitMiddleware, ResponseHeadersMiddleware, install_handlers
 from gateway.auth.devices import DeviceAuthenticator
+from gateway.auth.guardians import GuardianAuthorizer
 from gateway.auth.nonces import NonceStore, RedisNonceStore, SqlNonceStore
 from gateway.auth.ratelimit import DeviceRateLimiter
 from gateway.auth.tokens import TokenAuthenticator, new_token
@@ -48,6 +60,7 @@ from gateway.payments.service import PaymentService
 from gateway.protection.auditlog import AuditLog
 from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
+from gateway.protection.limits import LimitService
 from gateway.services import Services
 from gateway.settings import Environment, Settings
 from gateway.store.db import Database
@@ -154,6 +167,7 @@ def create_app(
     app.include_router(recovery.router)
     app.include_router(routing.router)
     app.include_router(consent.router)
+    app.include_router(guardians.router)
     app.include_router(notify.router)
     app.include_router(offline.router)
     app.include_router(webhooks.router)
@@ -251,7 +265,8 @@ async def build_services(
     if link is not None:
         in_redis = RedisBreaker(link.client, settings.redis_prefix, clock)
         breaker = FallbackBreaker(link, in_redis, SqlBreaker(db, clock))
-    routing_service = RoutingService(db, keyring, registry, funding, breaker, clock, providers)
+    limits = LimitService(db, keyring, clock=clock)
+    routing_service = RoutingService(db, keyring, registry, funding, breaker, clock, providers, limits)
     payments_service = PaymentService(
         db,
         keyring,
@@ -284,10 +299,12 @@ async def build_services(
         ),
         rate_limiter=DeviceRateLimiter(settings.device_rate_limit, redis=link, prefix=settings.redis_prefix),
         tokens=TokenAuthenticator(db),
+        guardians=GuardianAuthorizer(db),
         idempotency=idempotency,
         tenancy=tenancy,
         providers=providers,
         consents=consents,
+        limits=limits,
         cards=cards,
         offline=OfflineService(
             db,

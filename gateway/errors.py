@@ -2,10 +2,11 @@
 
     ProblemError (status, code)            base; every API error is one of these
     ├── BadRequest          400            idempotency_key_missing, idempotency_key_invalid,
-    │                                      malformed_body (written by gateway.api.malformed)
+    │                                      malformed_body (written by gateway.api.malformed),
+    │                                      on_behalf_of_required
     ├── Unauthorized        401            signature_*, digest_*, nonce_reused, nonce_unverifiable, key_*,
     │                                      device_revoked, token_invalid
-    ├── Forbidden           403            forbidden
+    ├── Forbidden           403            forbidden, not_guardian
     ├── NotFound            404            not_found
     ├── MethodNotAllowed    405            method_not_allowed
     ├── RequestTimeout      408            request_timeout (written by the HTTP server, gateway/server.py)
@@ -16,7 +17,8 @@
     ├── Unprocessable       422            validation_error, idempotency_key_reused,
     │                                      biometric_data_not_accepted, routing_invalid,
     │                                      non_face_required, funding_source_required,
-    │                                      endpoint_not_allowed, sandbox_credential_in_production, ...
+    │                                      endpoint_not_allowed, sandbox_credential_in_production,
+    │                                      limit_above_ceiling, ...
     ├── TooManyRequests     429            rate_limited
     ├── BadGateway          502            provider_check_failed
     └── Unavailable         503            not_ready, server_busy (written by the HTTP server),
@@ -70,7 +72,12 @@ CODES: dict[str, tuple[int, str]] = {
     "key_retired": (401, "Key has been retired"),
     "device_revoked": (401, "Device has been revoked"),
     "token_invalid": (401, "Bearer token is missing or invalid"),
+    "on_behalf_of_required": (
+        400,
+        "Guardian paths need CampusPay-On-Behalf-Of: the guardian's id (or a 14-17 student's own id)",
+    ),
     "forbidden": (403, "Not allowed for this caller"),
+    "not_guardian": (403, "The caller acts for someone who is not this student's guardian"),
     "not_found": (404, "Not found"),
     "method_not_allowed": (405, "Method not allowed"),
     "duplicate_order": (409, "A payment for this merchant_order_id is already processing or paid"),
@@ -100,6 +107,7 @@ CODES: dict[str, tuple[int, str]] = {
     ),
     "store_unknown": (422, "Unknown store_id"),
     "routing_invalid": (422, "The routing rules are not valid; see reasons"),
+    "limit_above_ceiling": (422, "A limit is above the school's ceiling for it"),
     "non_face_required": (422, "Card payment must stay available while face payment is on"),
     "funding_source_required": (422, "A bank co-branded card must be bound to a bank agreement"),
     "funding_source_invalid": (422, "That funding source cannot fund this card"),

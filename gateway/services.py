@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from adapters.registry import AdapterRegistry
 from gateway.auth.devices import DeviceAuthenticator
+from gateway.auth.guardians import GuardianAuthorizer
 from gateway.auth.nonces import NonceStore
 from gateway.auth.ratelimit import DeviceRateLimiter
 from gateway.auth.tokens import TokenAuthenticator
@@ -24,6 +25,7 @@ from gateway.payments.service import PaymentService
 from gateway.protection.auditlog import AuditLog
 from gateway.protection.consent import ConsentService
 from gateway.protection.crypto import Keyring
+from gateway.protection.limits import LimitService
 from gateway.settings import Settings
 from gateway.store.db import Database
 from gateway.store.redis import RedisLink
@@ -51,10 +53,12 @@ class Services:
     devices: DeviceAuthenticator
     rate_limiter: DeviceRateLimiter
     tokens: TokenAuthenticator
+    guardians: GuardianAuthorizer  # who a guardian-path call acts for
     idempotency: IdempotencyService
     tenancy: TenancyService
     providers: ProviderSettings
     consents: ConsentService
+    limits: LimitService  # guardians' limits and the school's defaults and ceilings
     cards: CardStatusService
     offline: OfflineService
     payments: PaymentService

@@ -58,6 +58,7 @@ async def create_store(school_id: str, body: StoreIn, admin: AdminDep, services:
         merchant_category=body.merchant_category,
         timezone=body.timezone,
         actor=_actor(admin),
+        meal_periods=[p.model_dump() for p in body.meal_periods] if body.meal_periods is not None else None,
     )
 
 

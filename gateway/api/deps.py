@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from gateway.auth.guardians import ON_BEHALF_OF, GuardianCaller
 from gateway.auth.headers import RequestHeaders
 from gateway.auth.tokens import AdminPrincipal
 from gateway.idempotency.service import validate_key
@@ -15,7 +16,7 @@ from gateway.payments.service import Caller
 from gateway.protection.biometrics import reject_biometric_payload
 from gateway.services import Services
 
-__all__ = ["AdminDep", "DeviceDep", "ServicesDep", "device_headers", "path_and_query"]
+__all__ = ["AdminDep", "DeviceDep", "GuardianDep", "ServicesDep", "device_headers", "path_and_query"]
 
 
 def get_services(request: Request) -> Services:
@@ -105,5 +106,26 @@ async def authenticate_admin(
     return await services.tokens.authenticate(request.headers.get("authorization"))
 
 
+async def authenticate_guardian(
+    school_id: str,
+    student_id: str,
+    services: ServicesDep,
+    admin: Annotated[AdminPrincipal, Depends(authenticate_admin)],
+    on_behalf_of: Annotated[
+        str | None,
+        Header(
+            alias=ON_BEHALF_OF,
+            max_length=40,
+            description="The guardian the call acts for (`grd_…`), or the student's own id for a "
+            "student of 14-17 acting for themself",
+        ),
+    ] = None,
+) -> GuardianCaller:
+    """A guardian path (``/v1/schools/{school_id}/students/{student_id}/…``): the key, and the
+    guardian of this student it acts for."""
+    return await services.guardians.authorize(admin, school_id, student_id, on_behalf_of)
+
+
 DeviceDep = Annotated[Caller, Depends(authenticate_device)]
 AdminDep = Annotated[AdminPrincipal, Depends(authenticate_admin)]
+GuardianDep = Annotated[GuardianCaller, Depends(authenticate_guardian)]

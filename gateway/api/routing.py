@@ -166,6 +166,7 @@ async def dry_run(school_id: str, body: DryRunIn, admin: AdminDep, services: Ser
         at=body.at or services.clock(),
         card_no=body.card_no,
         bin_prefix=body.bin,
+        student_id=body.student_id,
     )
 
 

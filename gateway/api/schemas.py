@@ -24,6 +24,13 @@ __all__ = [
     "FaceCredentialIn",
     "FundingSourceIn",
     "FundingSourceOut",
+    "LimitPolicyIn",
+    "LimitPolicyOut",
+    "LimitValues",
+    "LimitsIn",
+    "LimitsOut",
+    "MealPeriod",
+    "MealPeriodsIn",
     "NeedsAttentionItem",
     "NeedsAttentionPage",
     "NetworkAllowlistIn",
@@ -189,12 +196,38 @@ class SchoolOut(BaseModel):
     api_key: str = Field(description="The first school-admin API key; shown once")
 
 
+class MealPeriod(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z_]{1,20}$", examples=["breakfast", "lunch", "dinner"])]
+    start: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["11:00"])]
+    end: Annotated[
+        str,
+        Field(
+            pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$",
+            examples=["13:30"],
+            description="Exclusive; 24:00 is the end of the day",
+        ),
+    ]
+
+
+_MEAL_PERIODS_DOC = (
+    "The store's meal periods in its time zone (at most 10, not overlapping): the windows a "
+    "guardian's per-meal-period limit counts in. Outside them that limit does not apply."
+)
+
+
+class MealPeriodsIn(Strict):
+    meal_periods: Annotated[list[MealPeriod], Field(max_length=10, description=_MEAL_PERIODS_DOC)]
+
+
 class StoreIn(Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     merchant_category: Annotated[
         str, Field(pattern=r"^[a-z_]{2,40}$", examples=["canteen", "shop", "vending"])
     ]
     timezone: Annotated[str, Field(min_length=1, max_length=64, examples=["Asia/Shanghai"])] = "Asia/Shanghai"
+    meal_periods: Annotated[list[MealPeriod] | None, Field(max_length=10, description=_MEAL_PERIODS_DOC)] = (
+        None
+    )
 
 
 class StoreOut(BaseModel):
@@ -202,6 +235,51 @@ class StoreOut(BaseModel):
     name: str
     merchant_category: str
     timezone: str
+    meal_periods: list[MealPeriod] | None = None
+
+
+_FEN = Annotated[
+    StrictInt | None, Field(ge=0, le=100_000_000, description="fen (0 blocks every payment); null: not set")
+]
+
+
+class LimitsIn(Strict):
+    """A student's limits as the guardian sets them; an absent or null limit is not set (the
+    school's default applies, if any). Each is at most the school's ceiling for it."""
+
+    per_payment: _FEN = None
+    per_meal_period: _FEN = None
+    per_day: _FEN = None
+    per_week: _FEN = None
+
+
+class LimitValues(BaseModel):
+    per_payment: int | None
+    per_meal_period: int | None
+    per_day: int | None
+    per_week: int | None
+
+
+class LimitsOut(LimitValues):
+    """What the guardians set, and what applies: ``effective`` is each limit after the school's
+    defaults and ceilings."""
+
+    effective: LimitValues
+    ceilings: LimitValues
+
+
+class LimitPolicyIn(Strict):
+    defaults: LimitsIn = Field(
+        default_factory=LimitsIn, description="Limits of students whose guardians set none"
+    )
+    ceilings: LimitsIn = Field(
+        default_factory=LimitsIn, description="No guardian limit may exceed these; they cap every student"
+    )
+
+
+class LimitPolicyOut(BaseModel):
+    defaults: LimitValues
+    ceilings: LimitValues
 
 
 class DeviceIn(Strict):
@@ -459,11 +537,25 @@ class DryRunIn(Strict):
     currency: Literal["CNY"] = "CNY"
     store_id: Annotated[str, Field(min_length=1, max_length=40)]
     at: datetime | None = Field(default=None, description="When (default: now); rules use store-local time")
+    student_id: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=40,
+            description="The payer of a face dry run, so that its limits show (a card names its own)",
+        ),
+    ] = None
 
 
 class SkippedOut(BaseModel):
     adapter: str
     reason: str
+
+
+class DryRunLimits(BaseModel):
+    applied: LimitValues
+    spent: dict[str, int] | None
+    exceeded: str | None
 
 
 class DryRunOut(BaseModel):
@@ -479,6 +571,9 @@ class DryRunOut(BaseModel):
     funding: str | None
     version: int
     would_fail_with: str | None
+    limits: DryRunLimits | None = Field(
+        default=None, description="The payer's limits, what is spent in each window, and which would refuse"
+    )
 
 
 _EVENT_TYPES_DOC = (

@@ -13,7 +13,11 @@ from gateway.errors import Forbidden, Unauthorized
 from gateway.store.db import Database
 from gateway.store.models import ApiKey
 
-__all__ = ["AdminPrincipal", "TokenAuthenticator", "hash_token", "new_token"]
+__all__ = ["GUARDIAN_PATH_ROLES", "AdminPrincipal", "TokenAuthenticator", "hash_token", "new_token"]
+
+# Roles that reach the guardian paths (CONTRACT "Roles and headers"), always with
+# CampusPay-On-Behalf-Of.
+GUARDIAN_PATH_ROLES = frozenset({"school_admin"})
 
 
 def new_token(kind: str) -> str:
@@ -34,6 +38,15 @@ class AdminPrincipal:
         """A school admin reaches only its own school; the platform admin creates schools only."""
         if self.role != "school_admin" or self.school_id != school_id:
             # 404, not 403: do not reveal that another school's id exists.
+            from gateway.errors import NotFound
+
+            raise NotFound("no such school")
+
+    def require_guardian_path(self, school_id: str) -> None:
+        """The guardian paths of its own school: the parent app's ``guardian_app`` key, and
+        (until issue 12's key roles replace it) the school-admin key acting on a guardian's
+        behalf. Another school's id is not found, as for ``require_school``."""
+        if self.role not in GUARDIAN_PATH_ROLES or self.school_id != school_id:
             from gateway.errors import NotFound
 
             raise NotFound("no such school")

@@ -33,6 +33,7 @@ from gateway.payments.rules import (
 )
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
+from gateway.protection.limits import LimitCheck, Limits, LimitService
 from gateway.store.cache import SettingsCache
 from gateway.store.db import Database
 from gateway.store.models import Card, FundingSource, RoutingConfig, Store, utcnow
@@ -105,11 +106,18 @@ class Plan:
     card: Card | None
     payer: Payer | None
     decision: Decision
-    refusal: str | None  # the card's own refusal (unknown, lost, funding gone), before routing
+    # the refusal that ends the payment before routing: the card's own (unknown, lost, funding
+    # gone), or a guardian's limit
+    refusal: str | None
+    # the payer's limits, read with the card (None: the payer is not known yet -- a face
+    # payment learns its student from the provider -- so the payment reads them itself)
+    limits: Limits | None = None
+    limit_check: LimitCheck | None = None  # what the limits said here (per payment; counted in a dry run)
+    student: str | None = None
 
     @property
     def student_id(self) -> str | None:
-        return self.card.student_id if self.card is not None else None
+        return self.card.student_id if self.card is not None else self.student
 
 
 class RoutingService:
@@ -122,8 +130,10 @@ class RoutingService:
         breaker: Breaker,
         clock: Callable[[], datetime],
         providers: ProviderSettings,
+        limits: LimitService,
     ) -> None:
         self.db, self.keyring, self.registry, self.funding = db, keyring, registry, funding
+        self.limits = limits
         self.providers = providers
         self.breaker, self.clock = breaker, clock
         self._rules: SettingsCache[str, StoredRules] = SettingsCache()
@@ -278,19 +288,29 @@ class RoutingService:
         at: datetime,
         card_no: str | None = None,
         bin_prefix: str | None = None,
+        student_id: str | None = None,
+        count: bool = False,
     ) -> Plan:
         """What a payment would do before any provider is asked: its card and payer, the funding
-        source, the route, and the refusal that ends it here if there is one. A payment is made
-        by this plan and the dry run shows it, so the two cannot disagree. Breakers are looked
-        at here; taking a half-open trial is the payment's own step (``take_candidate``)."""
+        source, the payer's limits, the route, and the refusal that ends it here if there is
+        one. A payment is made by this plan and the dry run shows it, so the two cannot
+        disagree. Breakers are looked at here; taking a half-open trial is the payment's own
+        step (``take_candidate``).
+
+        ``student_id``: the payer of a face dry run (a real face payment learns it from the
+        provider). ``count``: add up the limits' windows here too (the dry run); a payment
+        counts in its own write transaction instead, where the count is exact."""
         configured = await self.providers.configured(school_id)
         card: Card | None = None
         payer: Payer | None = None
+        limits: Limits | None = None
+        check: LimitCheck | None = None
         funding = card_type = refusal = None
         default: list[str] = []
         if method == "card":
             if card_no is not None:
-                async with self.db.transaction(readonly=True) as session:  # the card and its payer, at once
+                # the card, its payer and the payer's limits: one read
+                async with self.db.transaction(readonly=True) as session:
                     digest = card_fingerprint(self.keyring, school_id, card_no)
                     card = (
                         await session.execute(
@@ -300,6 +320,16 @@ class RoutingService:
                     if card is not None and card.status != "lost":
                         payer = await self.funding.payer(
                             school_id, card.funding_source_id, card.funding_adapter, session=session
+                        )
+                        limits = await self.limits.for_student(session, school_id, card.student_id)
+                        check = await self.limits.check(
+                            session,
+                            student_id=card.student_id,
+                            amount=amount,
+                            at=at,
+                            store=store,
+                            limits=limits,
+                            count=count,
                         )
             if card is not None:
                 if card.status == "lost":
@@ -321,6 +351,20 @@ class RoutingService:
             card_type = "co_branded" if funding == "bank_agreement" else "campus"
         else:
             default = self._configured_for("face", configured, None)
+            if student_id is not None:
+                async with self.db.transaction(readonly=True) as session:
+                    limits = await self.limits.for_student(session, school_id, student_id)
+                    check = await self.limits.check(
+                        session,
+                        student_id=student_id,
+                        amount=amount,
+                        at=at,
+                        store=store,
+                        limits=limits,
+                        count=count,
+                    )
+        if refusal is None and check is not None and check.exceeded is not None:
+            refusal = "limit_exceeded"  # COMPLIANCE rule 15: every method, before any provider
         decision = await self.decide(
             school_id,
             method=method,
@@ -333,7 +377,15 @@ class RoutingService:
             card_type=card_type,
             funding=funding,
         )
-        return Plan(card=card, payer=payer, decision=decision, refusal=refusal)
+        return Plan(
+            card=card,
+            payer=payer,
+            decision=decision,
+            refusal=refusal,
+            limits=limits,
+            limit_check=check,
+            student=student_id,
+        )
 
     async def take_candidate(self, school_id: str, decision: Decision, start: int) -> str | None:
         """The first candidate from ``start`` on whose breaker lets a new payment through (taking
@@ -355,9 +407,11 @@ class RoutingService:
         at: datetime,
         card_no: str | None = None,
         bin_prefix: str | None = None,
+        student_id: str | None = None,
     ) -> dict[str, Any]:
         """Which adapter would take this payment, the candidates in order, and why each was kept
-        or skipped: the payment's own plan. Breakers are looked at, never tripped or trialled."""
+        or skipped: the payment's own plan, with the payer's limits counted. Breakers are looked
+        at, never tripped or trialled."""
         plan = await self.plan(
             school_id,
             method=method,
@@ -367,6 +421,8 @@ class RoutingService:
             at=at,
             card_no=card_no,
             bin_prefix=bin_prefix,
+            student_id=student_id,
+            count=True,
         )
         decision = plan.decision
         adapter = decision.candidates[0] if decision.candidates else None
@@ -386,6 +442,7 @@ class RoutingService:
             "funding": decision.funding,
             "version": decision.version,
             "would_fail_with": refusal,
+            "limits": plan.limit_check.record() if plan.limit_check is not None else None,
         }
 
     async def breakers(self, school_id: str) -> dict[str, str]:

@@ -105,6 +105,18 @@ def _answer(payment: Payment) -> Answer:
     return Answer(201, json.dumps(payment_resource(payment)).encode())
 
 
+def _refused(payment: Payment, code: str, routing: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A payment about to be committed ``processing`` is refused instead, before any provider
+    is asked: nothing of an attempt is kept."""
+    payment.status, payment.failure_code = "failed", code
+    payment.failure_message = FAILURE_MESSAGES[code]
+    payment.provider_reference = payment.recovery_deadline = payment.next_recovery_at = None
+    if routing is not None:
+        routing = {**routing, "chosen": None, "attempts": []}
+    payment.routing = routing
+    return routing
+
+
 def is_pending(payment: Payment) -> bool:
     """Still being resolved: the answer is 202 until this is False."""
     return payment.status == "processing" or (
@@ -179,10 +191,13 @@ class PaymentService:
             at=self.clock(),
             card_no=data.card_no,
         )
+        limit_check = plan.limit_check
         if data.method == "card":
             student_id, payer = plan.student_id, plan.payer
             if plan.refusal is not None:
-                failure = plan.refusal  # refused by the card itself: no route, no provider asked
+                # refused by the card itself or by its payer's per-payment limit: no route, no
+                # provider asked
+                failure = plan.refusal
             else:
                 decision = plan.decision
                 adapter_name = await self.routing.take_candidate(caller.school_id, decision, 0)
@@ -238,6 +253,22 @@ class PaymentService:
                     # the sale was made offline and waits for review; charging it online too could
                     # take the money twice once the review posts it
                     raise Conflict("duplicate_order", "an offline record of this order is held for review")
+                if payment.status == "processing" and student_id is not None:
+                    # COMPLIANCE rule 15, counted here so that it is exact: of two tills spending
+                    # one remaining budget at once, one wins (gateway.protection.limits)
+                    limit_check = await self.routing.limits.enforce(
+                        session,
+                        school_id=caller.school_id,
+                        student_id=student_id,
+                        amount=data.amount,
+                        at=payment.occurred_at,
+                        store=store,
+                        limits=plan.limits,
+                    )
+                    if limit_check is not None and limit_check.exceeded is not None:
+                        routing = _refused(payment, "limit_exceeded", routing)
+                if limit_check is not None and routing is not None:
+                    routing["limits"] = limit_check.record()
                 session.add(payment)
                 await session.flush()
                 answer = None
@@ -273,6 +304,19 @@ class PaymentService:
                         "routing": routing,
                     },
                 )
+                if limit_check is not None and payment.failure_code == "limit_exceeded":
+                    emit(
+                        session,
+                        school_id=caller.school_id,
+                        event_type="limit.exceeded",
+                        data={
+                            "payment_id": payment.id,
+                            "student_id": student_id,
+                            "limit": limit_check.exceeded,
+                            "amount": payment.amount,
+                            "currency": payment.currency,
+                        },
+                    )
                 if payment.status == "failed":
                     emit(
                         session,

@@ -93,6 +93,10 @@ FAILURE_MESSAGES: dict[str, str] = {
     "agreement_invalid": "The guardian's withholding agreement is missing or invalid.",
     "face_payment_switched_off": "Face payment is switched off for this payer.",
     "provider_risk_declined": "The provider declined the payment as risky.",
+    "limit_exceeded": (
+        "This payment is over a spending limit set by the student's guardian or the school; "
+        "no PIN overrides it, and every payment method is refused alike."
+    ),
 }
 
 

@@ -57,8 +57,10 @@ __all__ = [
     "Refund",
     "RoutingConfig",
     "School",
+    "SchoolLimitPolicy",
     "Store",
     "Student",
+    "StudentControls",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",
@@ -127,6 +129,9 @@ class Store(Base):
     name: Mapped[str] = mapped_column(String(200))
     merchant_category: Mapped[str] = mapped_column(String(40))
     timezone: Mapped[str] = mapped_column(String(64))
+    # [{"name", "start": "HH:MM", "end": "HH:MM"}] in the store's time zone: the windows a
+    # guardian's per-meal-period limit counts in (None: no meal periods at this store)
+    meal_periods: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -645,4 +650,31 @@ class CircuitBreaker(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[datetime | None] = mapped_column(default=None)
     trial_until: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StudentControls(Base):
+    """What a student's guardians set (COMPLIANCE rules 15-16): spending limits in fen (None:
+    not set, the school's default applies) and the merchant categories face payment is kept to
+    (None: no restriction). No row: nothing set."""
+
+    __tablename__ = "student_controls"
+    student_id: Mapped[str] = mapped_column(ForeignKey("students.id"), primary_key=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    per_payment: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    per_meal_period: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    per_day: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    per_week: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    face_categories: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SchoolLimitPolicy(Base):
+    """A school's limit defaults (for students whose guardians set none) and ceilings (no
+    guardian limit may exceed one; they cap every student), each ``{kind: fen | None}``."""
+
+    __tablename__ = "school_limit_policies"
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), primary_key=True)
+    defaults: Mapped[dict[str, Any]] = mapped_column()
+    ceilings: Mapped[dict[str, Any]] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -20,6 +20,7 @@ from gateway.auth.tokens import hash_token, new_token
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.protection import audit
 from gateway.protection.crypto import Keyring
+from gateway.protection.limits import check_meal_periods
 from gateway.protection.published import refuse_published
 from gateway.settings import Environment
 from gateway.store.cache import SettingsCache
@@ -123,12 +124,21 @@ class TenancyService:
         return school, token
 
     async def create_store(
-        self, school_id: str, *, name: str, merchant_category: str, timezone: str, actor: str
+        self,
+        school_id: str,
+        *,
+        name: str,
+        merchant_category: str,
+        timezone: str,
+        actor: str,
+        meal_periods: list[dict[str, str]] | None = None,
     ) -> Store:
         try:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise Unprocessable("validation_error", f"unknown time zone {timezone!r}") from exc
+        if meal_periods is not None:
+            check_meal_periods(meal_periods)
         async with self.db.transaction() as session:
             store = Store(
                 id=new_id("sto"),
@@ -136,6 +146,7 @@ class TenancyService:
                 name=name,
                 merchant_category=merchant_category,
                 timezone=timezone,
+                meal_periods=meal_periods,
             )
             session.add(store)
             await audit.append(
@@ -148,6 +159,33 @@ class TenancyService:
                 object_id=store.id,
                 data={"merchant_category": merchant_category},
             )
+        return store
+
+    async def set_meal_periods(
+        self, school_id: str, store_id: str, periods: list[dict[str, str]], actor: str
+    ) -> Store:
+        """The store's meal periods (what a guardian's per-meal-period limit counts in)."""
+        check_meal_periods(periods)
+        async with self.db.transaction() as session:
+            store = (
+                await session.execute(
+                    select(Store).where(Store.id == store_id, Store.school_id == school_id).with_for_update()
+                )
+            ).scalar_one_or_none()
+            if store is None:
+                raise NotFound("no such store")
+            store.meal_periods = periods or None
+            await audit.append(
+                session,
+                self.keyring,
+                chain=school_id,
+                actor=actor,
+                action="store.meal_periods_set",
+                object_type="store",
+                object_id=store.id,
+                data={"meal_periods": periods},
+            )
+        self._stores.drop(lambda key: key == (school_id, store_id))
         return store
 
     async def get_store(self, school_id: str, store_id: str) -> Store | None:
