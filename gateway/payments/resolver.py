@@ -56,7 +56,8 @@ def cancel_refund_reference(provider_reference: str) -> str:
     return f"{provider_reference}-cancel"
 
 
-def _event_data(p: Payment) -> dict[str, Any]:
+def payment_event_data(p: Payment) -> dict[str, Any]:
+    """The thin payload of every payment.* event, wherever the payment changed state."""
     return {
         "payment_id": p.id,
         "status": p.status,
@@ -65,7 +66,7 @@ def _event_data(p: Payment) -> dict[str, Any]:
         "merchant_order_id": p.merchant_order_id,
         "store_id": p.store_id,
         "failure_code": p.failure_code,
-        "refunded_amount": p.refunded_amount,
+        "refunded_amount": p.refunded_amount or 0,  # None on a payment not yet flushed
     }
 
 
@@ -188,7 +189,12 @@ class Resolver:
                     "refunded_amount": payment.refunded_amount,
                 },
             )
-            emit(session, school_id=payment.school_id, event_type=f"payment.{to}", data=_event_data(payment))
+            emit(
+                session,
+                school_id=payment.school_id,
+                event_type=f"payment.{to}",
+                data=payment_event_data(payment),
+            )
             if respond is not None:
                 await respond(session, payment)
             return True

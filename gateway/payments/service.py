@@ -34,7 +34,7 @@ from adapters.base import (
 )
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.idempotency.service import Answer, Claim, IdempotencyService
-from gateway.payments.resolver import REVERSAL_BY_TERMINAL, Resolver
+from gateway.payments.resolver import REVERSAL_BY_TERMINAL, Resolver, payment_event_data
 from gateway.payments.routing import Decision, RoutingService, unrouted_failure
 from gateway.payments.state import FAILURE_MESSAGES, face_token_failure, payment_resource
 from gateway.protection import audit
@@ -322,16 +322,7 @@ class PaymentService:
                         session,
                         school_id=caller.school_id,
                         event_type="payment.failed",
-                        data={
-                            "payment_id": payment.id,
-                            "status": "failed",
-                            "amount": payment.amount,
-                            "currency": payment.currency,
-                            "merchant_order_id": payment.merchant_order_id,
-                            "store_id": payment.store_id,
-                            "failure_code": payment.failure_code,
-                            "refunded_amount": 0,
-                        },
+                        data=payment_event_data(payment),
                     )
         except IntegrityError as exc:
             # Two different keys raced for the same order; the database let exactly one in.
