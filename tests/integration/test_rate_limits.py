@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 
@@ -27,8 +26,10 @@ async def _get(h: Harness, device: object = None) -> int:
 async def test_a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_stored(
     database_url: str, tmp_path: Path
 ) -> None:
-    # a window of seconds, not one: the three requests must fall into it even on a busy machine
-    rate = "3 per 5 seconds"
+    # an hour's window: the four requests fall into it however slow the machine is (a window of
+    # seconds was missed at load 8); the budget is then renewed by emptying the counter instead
+    # of waiting the window out (test_the_client_waits_out_a_429... waits a real one)
+    rate = "3 per 1 hour"
     async with start_harness(database_url=database_url, data_dir=tmp_path, device_rate_limit=rate) as h:
         assert h.device is not None
         other = await h.new_device("hmac-sha256")
@@ -37,11 +38,11 @@ async def test_a_device_over_its_rate_gets_429_with_retry_after_and_nothing_is_s
         refused = await h.gateway.send(attempt.request(h.device))
         body = assert_problem(refused, 429, "rate_limited")
         retry_after = int(refused.headers["retry-after"])
-        assert 1 <= retry_after <= 5, retry_after
-        assert "3 requests per 5 second" in body["detail"]
+        assert 1 <= retry_after <= 3600, retry_after
+        assert "3 requests per 1 hour" in body["detail"]
         await attempt.assert_nothing_written(0)
         assert await _get(h, other) == 200  # each device has its own budget
-        await asyncio.sleep(retry_after + 1)
+        await h.services.rate_limiter.local.storage.reset()  # the window is over
         await attempt.retry_succeeds(h.device)  # the same key runs: the 429 stored nothing
 
 
